@@ -1,0 +1,142 @@
+"""The image models and what each supports, loaded from data an operator can extend."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import UserFacingError
+
+SIZES = ("0.5K", "1K", "2K", "4K")
+DEFAULT_SIZE = "1K"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    aliases: tuple[str, ...] = ()
+    use: str = ""
+    # size a user asks for -> its spelling on the wire
+    sizes: dict[str, str]
+    aspect_ratios: tuple[str, ...]
+    max_reference_images: int = Field(ge=0)
+    max_object_images: int | None = None
+    max_people_images: int | None = None
+    # Gemini 3 models return thoughtSignature values that must be sent back.
+    thought_signatures: bool = False
+    output_tokens: dict[str, int] = {}
+    price_per_image: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> Model:
+        unknown = [size for size in self.sizes if size not in SIZES]
+        if unknown:
+            raise ValueError(f"unknown size {unknown[0]!r}; sizes are {', '.join(SIZES)}")
+        if not self.sizes:
+            raise ValueError("a model needs at least one size")
+        if not self.aspect_ratios:
+            raise ValueError("a model needs at least one aspect ratio")
+        return self
+
+    @property
+    def default_size(self) -> str:
+        return DEFAULT_SIZE if DEFAULT_SIZE in self.sizes else next(iter(self.sizes))
+
+    @property
+    def size_names(self) -> list[str]:
+        """Sizes in ascending order."""
+        return [size for size in SIZES if size in self.sizes]
+
+    def wire_size(self, size: str) -> str:
+        return self.sizes[size]
+
+    def price(self, size: str) -> float:
+        return self.price_per_image.get(size, 0.0)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.id, *self.aliases)
+
+
+class Catalog:
+    def __init__(self, models: Iterable[Model]) -> None:
+        self.models: tuple[Model, ...] = tuple(models)
+        if not self.models:
+            raise ValueError("the catalog has no models")
+        self._by_name: dict[str, Model] = {}
+        for model in self.models:
+            for name in model.names():
+                self._by_name[name.lower()] = model
+        self.default: Model = self.models[0]
+
+    def find(self, name: str) -> Model | None:
+        return self._by_name.get(name.strip().lower())
+
+    def get(self, name: str) -> Model:
+        model = self.find(name)
+        if model is None:
+            raise UserFacingError(
+                f"There is no model called {name!r}: choose one of {self.describe_choices()}."
+            )
+        return model
+
+    def describe_choices(self) -> str:
+        return ", ".join(
+            f"`{m.aliases[0]}` ({m.name})" if m.aliases else f"`{m.id}`" for m in self.models
+        )
+
+    def supporting_size(self, size: str) -> list[Model]:
+        return [m for m in self.models if size in m.sizes]
+
+    def supporting_ratio(self, ratio: str) -> list[Model]:
+        return [m for m in self.models if ratio in m.aspect_ratios]
+
+
+def _read_toml(text: str, origin: str) -> list[dict[str, Any]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{origin} is not valid TOML: {exc}") from exc
+    entries = data.get("models", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{origin} must hold a list of [[models]] tables")
+    return entries
+
+
+def load_catalog(extra_file: Path | None = None, default: str | None = None) -> Catalog:
+    """The shipped models, with entries from `extra_file` added or merged in by id.
+
+    Raises ValueError with a readable message when a file or an entry is wrong.
+    """
+    shipped = resources.files("core").joinpath("models.toml").read_text("utf-8")
+    entries = {e["id"]: e for e in _read_toml(shipped, "core/models.toml")}
+    if extra_file is not None:
+        try:
+            text = extra_file.read_text("utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read {extra_file}: {exc.strerror}") from exc
+        for entry in _read_toml(text, str(extra_file)):
+            model_id = entry.get("id")
+            if not isinstance(model_id, str):
+                raise ValueError(f"{extra_file}: every [[models]] entry needs an id")
+            entries[model_id] = {**entries.get(model_id, {}), **entry}
+    models = []
+    for model_id, entry in entries.items():
+        try:
+            models.append(Model.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "entry"
+            raise ValueError(f"model {model_id!r}: {where}: {first['msg']}") from exc
+    catalog = Catalog(models)
+    if default is not None:
+        if catalog.find(default) is None:
+            raise ValueError(f"unknown model {default!r}; known: {catalog.describe_choices()}")
+        catalog.default = catalog.get(default)
+    return catalog

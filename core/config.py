@@ -1,0 +1,146 @@
+"""Settings from the environment and `.env`, checked once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=False
+    )
+
+    # the image API
+    gemini_api_key: SecretStr | None = Field(None, validation_alias="GEMINI_API_KEY")
+    gemini_base_url: str = Field(
+        "https://generativelanguage.googleapis.com", validation_alias="GEMINI_BASE_URL"
+    )
+    gemini_model: str = Field("flash", validation_alias="GEMINI_MODEL")
+    gemini_timeout_seconds: float = Field(300.0, gt=0, validation_alias="GEMINI_TIMEOUT_SECONDS")
+    gemini_max_attempts: int = Field(4, ge=1, le=10, validation_alias="GEMINI_MAX_ATTEMPTS")
+    gemini_retry_deadline_seconds: float = Field(
+        600.0, gt=0, validation_alias="GEMINI_RETRY_DEADLINE_SECONDS"
+    )
+    gemini_request_budget_mb: float = Field(
+        20.0, gt=0, validation_alias="GEMINI_REQUEST_BUDGET_MB"
+    )
+    models_file: Path | None = Field(None, validation_alias="IMAGEBOT_MODELS_FILE")
+
+    # storage and jobs
+    database_url: str = Field("sqlite:///data/imagebot.sqlite3", validation_alias="DATABASE_URL")
+    workers: int = Field(4, ge=1, le=256, validation_alias="IMAGEBOT_WORKERS")
+    max_jobs_per_user: int = Field(3, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
+    lease_seconds: float = Field(30.0, gt=0, validation_alias="IMAGEBOT_LEASE_SECONDS")
+    progress_interval_seconds: float = Field(
+        10.0, gt=0, validation_alias="IMAGEBOT_PROGRESS_INTERVAL_SECONDS"
+    )
+
+    # input limits
+    max_prompt_chars: int = Field(4000, ge=1, validation_alias="IMAGEBOT_MAX_PROMPT_CHARS")
+    max_attachment_mb: float = Field(20.0, gt=0, validation_alias="IMAGEBOT_MAX_ATTACHMENT_MB")
+    max_image_megapixels: float = Field(
+        50.0, gt=0, validation_alias="IMAGEBOT_MAX_IMAGE_MEGAPIXELS"
+    )
+
+    output_dir: Path = Field(Path("out"), validation_alias="IMAGEBOT_OUTPUT_DIR")
+    log_level: str = Field("INFO", validation_alias="IMAGEBOT_LOG_LEVEL")
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
+
+    # Discord
+    discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
+    discord_api_url: str = Field("https://discord.com/api/v10", validation_alias="DISCORD_API_URL")
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL"
+    )
+
+    @field_validator("gemini_base_url", "slack_api_url", "discord_api_url", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must be an http(s):// or ws(s):// URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins method names onto the root with urljoin
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("must be a sqlite:/// URL (sqlite:///relative/path or sqlite:////abs)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def request_budget_bytes(self) -> int:
+        return int(self.gemini_request_budget_mb * 1_000_000)
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        return int(self.max_attachment_mb * 1_000_000)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1_000_000)
+
+    def require(self, *names: str) -> None:
+        """Fail with one line for the first of `names` (environment names) that is unset."""
+        for name in names:
+            field = next(
+                f for f, info in type(self).model_fields.items()
+                if info.validation_alias == name
+            )
+            if getattr(self, field) in (None, ""):
+                raise ConfigError(f"{name} is not set: {_WANTS.get(name, 'set it in .env')}")
+
+
+_WANTS = {
+    "GEMINI_API_KEY": "set it to the image API key (sent as Authorization: Bearer)",
+    "SLACK_BOT_TOKEN": "set it to the app's xoxb- bot token",
+    "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
+    "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `.env`; a bad value raises ConfigError in one line.
+
+    `overrides` are field values (tests pass `_env_file=None` to ignore a developer's .env).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "a setting"
+        message = first["msg"].removeprefix("Value error, ")
+        given = first.get("input")
+        shown = "" if "SECRET" in name or "TOKEN" in name or "KEY" in name else f" (got {given!r})"
+        raise ConfigError(f"{name} {message}{shown}") from None
