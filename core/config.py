@@ -15,7 +15,11 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # a copied .env.example leaves blanks: a blank means "not set"
+        env_ignore_empty=True,
     )
 
     # the image API
@@ -118,7 +122,10 @@ class Settings(BaseSettings):
                 f for f, info in type(self).model_fields.items()
                 if info.validation_alias == name
             )
-            if getattr(self, field) in (None, ""):
+            value = getattr(self, field)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value in (None, ""):
                 raise ConfigError(f"{name} is not set: {_WANTS.get(name, 'set it in .env')}")
 
 

@@ -178,7 +178,8 @@ def _without(text: str, spans: list[tuple[int, int]]) -> str:
     pieces.append(text[start:])
     joined = "".join(pieces)
     # removing flags leaves doubled spaces; keep the line breaks people typed
-    return "\n".join(re.sub(r"[ \t]{2,}", " ", line).strip() for line in joined.splitlines()).strip()
+    lines = (re.sub(r"[ \t]{2,}", " ", line).strip() for line in joined.splitlines())
+    return "\n".join(lines).strip()
 
 
 def _join(items: list[str]) -> str:

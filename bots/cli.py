@@ -1,0 +1,163 @@
+"""The `imagebot` command: generate, chat, run the chat adapters, and the local fake API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from core.config import ConfigError, Settings, load_settings
+from core.errors import UserFacingError
+from core.runtime import configure_logging, open_service
+
+PLATFORMS = ("slack", "discord")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, like every other failure of this command
+        self.exit(2, f"imagebot: {message} (see imagebot {self.prog.split()[-1]} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="imagebot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    generate = commands.add_parser("generate", help="make one image from the terminal")
+    generate.add_argument("prompt", nargs="+", help="what to draw")
+    generate.add_argument("--ar", "--aspect", dest="ar", help="aspect ratio, e.g. 16:9")
+    generate.add_argument("--size", help="0.5K, 1K, 2K or 4K")
+    generate.add_argument("--model", help="model alias or id, e.g. flash, pro, 2.5-flash")
+    generate.add_argument("--temp", help="temperature from 0 to 1")
+    generate.add_argument("--text", action="store_true", help="ask for text beside the image")
+    generate.add_argument("--image", action="append", default=[], metavar="FILE",
+                          help="a reference image (repeat for more)")
+    generate.add_argument("--out", type=Path, help="folder for the image files")
+
+    commands.add_parser("chat", help="a conversation in the terminal")
+
+    run = commands.add_parser("run", help="run the chat adapters whose credentials are set")
+    run.add_argument("platforms", nargs="*", metavar="PLATFORM",
+                     help="slack and/or discord (default: every configured one)")
+
+    fake = commands.add_parser("fake-gemini", help="serve the fake image API for development")
+    fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> str:
+    """The options as chat flags, so one grammar checks the terminal and the chats alike."""
+    pairs = [("--ar", args.ar), ("--size", args.size), ("--model", args.model),
+             ("--temp", args.temp)]
+    flags = [f"{flag} {value}" for flag, value in pairs if value is not None]
+    if args.text:
+        flags.append("--text")
+    return " ".join(flags)
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.shell.terminal import TerminalAdapter, read_attachment
+
+    attachments = [read_attachment(path) for path in args.image]
+    text = " ".join(args.prompt) + " " + _flags(args)
+    async with open_service(settings) as service:
+        adapter = TerminalAdapter(service, args.out or settings.output_dir, _stderr)
+        adapter.write = lambda _line: None  # progress chatter stays off a script's way
+        await service.start()
+        job, outcome, paths = await adapter.ask(
+            adapter.request(text, thread_key=None, attachments=attachments, platform="cli")
+        )
+    if outcome.notice:
+        _stderr(f"note: {outcome.notice}")
+    if outcome.text:
+        _stderr(f"model: {outcome.text}")
+    if outcome.error or not paths:
+        raise UserFacingError(outcome.error or "The image service returned no image.")
+    for path in paths:
+        print(path)
+    return 0
+
+
+async def _chat(settings: Settings) -> int:
+    from bots.shell.terminal import TerminalAdapter, run_chat
+
+    async with open_service(settings) as service:
+        adapter = TerminalAdapter(service, settings.output_dir, print)
+        await service.start()
+        interactive = sys.stdin.isatty()
+        await run_chat(
+            adapter,
+            _stdin_lines(),
+            prompt=(lambda: print("you> ", end="", flush=True)) if interactive else lambda: None,
+        )
+    return 0
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+async def _run(settings: Settings, wanted: Sequence[str]) -> int:
+    configured = {
+        "slack": settings.slack_bot_token is not None,
+        "discord": settings.discord_bot_token is not None,
+    }
+    platforms = list(wanted) or [name for name in PLATFORMS if configured[name]]
+    if not platforms:
+        print("No Slack or Discord credentials are set; starting the terminal chat instead.")
+        return await _chat(settings)
+    from bots.runner import run_platforms
+
+    await run_platforms(settings, platforms)
+    return 0
+
+
+async def _fake_gemini(args: argparse.Namespace) -> int:
+    try:
+        from tests.fakes.gemini import serve
+    except ImportError:
+        raise UserFacingError(
+            "fake-gemini runs from a source checkout (it lives in tests/fakes)."
+        ) from None
+    await serve(args.host, args.port, api_key=None, latency=args.latency)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = [p for p in getattr(args, "platforms", []) if p not in PLATFORMS]
+    if unknown:
+        parser.error(f"unknown platform {unknown[0]!r}: choose slack and/or discord")
+    try:
+        if args.command == "fake-gemini":
+            return asyncio.run(_fake_gemini(args))
+        settings = load_settings()
+        configure_logging(settings)
+        if args.command == "generate":
+            return asyncio.run(_generate(settings, args))
+        if args.command == "chat":
+            return asyncio.run(_chat(settings))
+        return asyncio.run(_run(settings, args.platforms))
+    except (ConfigError, UserFacingError) as exc:
+        _stderr(f"imagebot: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Runs one or more chat adapters over one service in one process until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+from core.config import ConfigError, Settings, load_settings
+from core.runtime import configure_logging, open_service
+from core.service import Service
+
+
+class PlatformApp(Protocol):
+    async def serve(self) -> None:
+        """Connect to the platform and handle it until cancelled."""
+        ...
+
+
+def create_app(platform: str, settings: Settings, service: Service) -> PlatformApp:
+    """bots.<platform>.create_app(settings, service); it registers itself with the service."""
+    module = importlib.import_module(f"bots.{platform}")
+    app: PlatformApp = module.create_app(settings, service)
+    return app
+
+
+async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
+    async with open_service(settings) as service:
+        apps = [create_app(platform, settings, service) for platform in platforms]
+        await service.start()
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            # a platform's SIGTERM (a deploy, a restart) ends the process like Ctrl-C
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await asyncio.gather(*(app.serve() for app in apps))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def main(platform: str) -> int:
+    """`python -m bots.<platform>`: one adapter per process, as the Procfile runs them."""
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        asyncio.run(run_platforms(settings, [platform]))
+    except ConfigError as exc:
+        print(f"imagebot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,160 @@
+"""Terminal chat and one-shot generation over the service, with images written to a folder."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from core.errors import UserFacingError
+from core.images import extension_for
+from core.jobs import Attachment, Job, Outcome, Progress, Request
+from core.service import Service
+
+PLATFORM = "shell"
+TENANT = "local"
+HELP = (
+    "Type a prompt to make an image; later lines edit it (same conversation).\n"
+    "Options: --ar 16:9  --size 2K  --model pro  --temp 0.4  --text\n"
+    "/attach PATH  add a reference image to your next message\n"
+    "/new          start a fresh conversation\n"
+    "/quit         leave (end of input works too)"
+)
+
+
+class TerminalAdapter:
+    """Delivers results by writing image files and printing where they are."""
+
+    def __init__(self, service: Service, out_dir: Path, write: Callable[[str], None]) -> None:
+        self.service = service
+        self.out_dir = out_dir
+        self.write = write
+        self.user_id = _user_name()
+        self._waiting: dict[str, asyncio.Future[list[Path]]] = {}
+        service.register(PLATFORM, self, resumable=False)
+
+    async def progress(self, job: Job, update: Progress) -> None:
+        if update.elapsed_seconds < 1:
+            self.write("… generating")
+        else:
+            self.write(f"… still generating ({update.elapsed_seconds:.0f} s)")
+
+    async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
+        paths = await asyncio.to_thread(self._save, job, outcome)
+        future = self._future(job.id)
+        if not future.done():
+            future.set_result(paths)
+        return [str(path) for path in paths]
+
+    def _future(self, job_id: str) -> asyncio.Future[list[Path]]:
+        # whichever of ask() and deliver() comes first makes it
+        if job_id not in self._waiting:
+            self._waiting[job_id] = asyncio.get_running_loop().create_future()
+        return self._waiting[job_id]
+
+    def _save(self, job: Job, outcome: Outcome) -> list[Path]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        paths = []
+        for number, image in enumerate(outcome.images, start=1):
+            path = self.out_dir / f"{stamp}-{job.id[:8]}-{number}{extension_for(image.mime_type)}"
+            path.write_bytes(image.data)  # exactly the bytes the API returned
+            paths.append(path)
+        return paths
+
+    async def ask(self, request: Request) -> tuple[Job, Outcome, list[Path]]:
+        """Submit and wait for the result; raises UserFacingError when it is refused."""
+        submitted = await self.service.submit(request)
+        try:
+            paths = await self._future(submitted.job.id)
+        finally:
+            self._waiting.pop(submitted.job.id, None)
+        job = await self.service.job(submitted.job.id)
+        assert job is not None
+        return job, await self.service.outcome(job), paths
+
+    def request(self, text: str, *, thread_key: str | None, attachments: list[Attachment],
+                platform: str = PLATFORM) -> Request:
+        return Request(
+            platform=platform,
+            tenant=TENANT,
+            user_id=self.user_id,
+            text=text,
+            idempotency_key=f"{platform}:{uuid.uuid4().hex}",
+            thread_key=thread_key,
+            attachments=tuple(attachments),
+        )
+
+
+def read_attachment(path_text: str) -> Attachment:
+    path = Path(path_text).expanduser()
+    try:
+        return Attachment(name=path.name, data=path.read_bytes())
+    except FileNotFoundError:
+        raise UserFacingError(f"There is no file at {path_text}.") from None
+    except IsADirectoryError:
+        raise UserFacingError(f"{path_text} is a folder, not an image file.") from None
+    except OSError as exc:
+        raise UserFacingError(f"I cannot read {path_text}: {exc.strerror}.") from None
+
+
+async def run_chat(
+    adapter: TerminalAdapter, lines: AsyncIterator[str], *, prompt: Callable[[], None] = lambda: None
+) -> None:
+    """The conversation loop: each line a turn; returns at end of input or /quit."""
+    write = adapter.write
+    thread = f"chat:{uuid.uuid4().hex}"
+    pending: list[Attachment] = []
+    write(HELP)
+    prompt()
+    async for raw in lines:
+        line = raw.strip()
+        if not line:
+            prompt()
+            continue
+        command, _, argument = line.partition(" ")
+        if command in ("/quit", "/exit"):
+            break
+        if command == "/help":
+            write(HELP)
+        elif command == "/new":
+            thread, pending = f"chat:{uuid.uuid4().hex}", []
+            write("Started a new conversation.")
+        elif command == "/attach":
+            try:
+                pending.append(read_attachment(argument.strip()))
+                write(f"Attached {pending[-1].name}; it goes with your next message.")
+            except UserFacingError as exc:
+                write(f"error: {exc.message}")
+        else:
+            try:
+                job, outcome, paths = await adapter.ask(
+                    adapter.request(line, thread_key=thread, attachments=pending)
+                )
+            except UserFacingError as exc:
+                write(f"error: {exc.message}")
+            else:
+                pending = []
+                _show(write, outcome, paths)
+        prompt()
+
+
+def _show(write: Callable[[str], None], outcome: Outcome, paths: list[Path]) -> None:
+    if outcome.notice:
+        write(f"note: {outcome.notice}")
+    for path in paths:
+        write(f"image: {path}")
+    if outcome.text:
+        write(f"model: {outcome.text}")
+    if outcome.error:
+        write(f"error: {outcome.error}")
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"

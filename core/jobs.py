@@ -1,0 +1,127 @@
+"""Jobs: what was asked, where it stands, and what an adapter is handed back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from core.options import Options
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+JobKind = Literal["generate", "reroll", "upscale", "edit"]
+OPEN_STATES: tuple[JobState, ...] = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    idempotency_key: str
+    kind: JobKind
+    platform: str
+    tenant: str
+    user_id: str
+    conversation_id: int
+    user_turn_id: int
+    prompt: str
+    options: Options  # as resolved at submit: model id, ratio, size, temperature, text
+    target: dict[str, Any]  # the adapter's own delivery address, opaque to core
+    state: JobState
+    seq: int = 0
+    model_turn_id: int | None = None
+    attempts: int = 0
+    api_calls: int = 0
+    error_message: str | None = None
+    notice: str | None = None
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    delivered_at: float | None = None
+    delivery_attempts: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class ResultImage:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished job shows: images and text, or the sentence saying why not."""
+
+    images: tuple[ResultImage, ...] = ()
+    text: str = ""
+    error: str | None = None
+    notice: str | None = None  # e.g. older images left out of the history
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.images)
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: Literal["queued", "generating"]
+    position: int = 0  # 1 = next to run
+    elapsed_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False when the idempotency key was seen before
+    position: int  # place in the queue when created; 0 when already running or done
+
+
+class Adapter(Protocol):
+    """What a chat platform gives the service to report back through."""
+
+    async def progress(self, job: Job, update: Progress) -> None: ...
+
+    async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
+        """Show the outcome; returns platform message keys that now show it."""
+        ...
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    images: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    by_model: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An image a user sent, already downloaded by the adapter; checked by the service."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Request:
+    """One thing asked of the bot, in platform-free terms."""
+
+    platform: str
+    tenant: str  # workspace or guild: conversations never cross it
+    user_id: str
+    text: str  # the prompt with any option flags, bot mention removed
+    idempotency_key: str
+    kind: JobKind = "generate"
+    thread_key: str | None = None  # continue this conversation; None starts a new one
+    reply_to: str | None = None  # platform message key of a result to continue from (a fork)
+    continue_job: str | None = None  # continue from this job's result (Edit, Upscale)
+    attachments: tuple[Attachment, ...] = ()
+    options: Options | None = None  # options typed in a form; they win over flags in text
+    target: dict[str, Any] = field(default_factory=dict)

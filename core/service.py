@@ -1,0 +1,503 @@
+"""The use cases: submit a request, run it as a job, deliver the result, recover after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from core import images
+from core.catalog import Catalog, Model
+from core.config import Settings
+from core.conversations import StoredPart, Turn, build_history
+from core.errors import UserFacingError
+from core.gemini import GeminiClient, GeminiError, ImageRequest, ImageResult
+from core.jobs import (
+    Adapter,
+    Job,
+    Outcome,
+    Progress,
+    Request,
+    ResultImage,
+    Submitted,
+    UsageSummary,
+)
+from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
+from core.store import JobResult, NewImage, NewJob, Store, image_hash
+
+log = logging.getLogger(__name__)
+
+MAX_RUNS = 3  # a job that was interrupted this often is reported failed, not run again
+DELIVERY_ATTEMPTS = 5
+TEXT_ONLY = (
+    "The model answered in words but made no image: describe the picture you want "
+    "and try again."
+)
+INTERNAL = "Something went wrong on my side while making this image; it has been logged."
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: Store,
+        gemini: GeminiClient,
+        *,
+        owner: str | None = None,
+        delivery_backoff_seconds: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.gemini = gemini
+        self.owner = owner or f"{uuid.uuid4().hex[:12]}"
+        self._adapters: dict[str, Adapter] = {}
+        self._resumable: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._delivery_backoff = delivery_backoff_seconds
+
+    # lifecycle
+
+    def register(self, platform: str, adapter: Adapter, *, resumable: bool = True) -> None:
+        """Deliver jobs of `platform` through `adapter`; call before start().
+
+        Jobs of a resumable platform that a dead process left behind are run and delivered
+        here; those of a terminal session (not resumable) are closed as failed, since the
+        person who asked is no longer there to see them.
+        """
+        self._adapters[platform] = adapter
+        if resumable:
+            self._resumable.add(platform)
+
+    async def start(self) -> None:
+        await self._take_over_expired()
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"imagebot-worker-{n}")
+            for n in range(self.settings.workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._maintain(), name="imagebot-leases"))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._deliveries]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._deliveries, return_exceptions=True)
+        self._tasks.clear()
+        await self.store.release(self.owner)
+
+    async def _maintain(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew_leases(self.owner, self.settings.lease_seconds)
+                await self._take_over_expired()
+            except Exception:
+                log.exception("lease upkeep failed")
+
+    async def _take_over_expired(self) -> None:
+        for job in await self.store.take_over_expired(
+            list(self._adapters), self.owner, self.settings.lease_seconds
+        ):
+            if job.platform not in self._resumable:
+                await self.store.fail_open_job(
+                    job.id, "This request was interrupted when imagebot stopped.",
+                    "terminal session ended", requester_gone=True,
+                )
+            elif job.finished:
+                log.info("job=%s re-delivering after a restart", job.id)
+                self._deliver_later(job)
+            else:
+                log.info("job=%s resuming after a restart (run %d)", job.id, job.attempts + 1)
+                self._queue.put_nowait(job.id)
+
+    # submitting
+
+    async def submit(self, request: Request) -> Submitted:
+        """Check a request and persist it as a queued job; nothing is generated here.
+
+        Raises UserFacingError, before anything is stored, for anything wrong with it.
+        """
+        existing = await self.store.job_by_key(request.idempotency_key)
+        if existing is not None:
+            return Submitted(existing, created=False, position=0)
+
+        prompt, typed = parse(request.text)
+        if request.options is not None:
+            typed = request.options.over(typed)
+        parent, thread_key, inherited = await self._place(request)
+        defaults = inherited.over(
+            await self.store.user_defaults(request.platform, request.tenant, request.user_id)
+        )
+        resolved = resolve(typed, self.catalog, defaults, len(request.attachments))
+        prompt = check_prompt(
+            prompt, self.settings.max_prompt_chars, has_images=bool(request.attachments)
+        )
+        await self._check_in_flight(request)
+        checked = [
+            await images.check_reference(
+                a.data,
+                name=a.name,
+                max_bytes=self.settings.max_attachment_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            )
+            for a in request.attachments
+        ]
+        new_images = [NewImage(c.data, c.mime_type, c.width, c.height) for c in checked]
+        parts = [StoredPart(text=prompt)] + [
+            StoredPart(image_sha256=image_hash(i.data), mime_type=i.mime_type) for i in new_images
+        ]
+        return await self._create(
+            request, prompt, resolved, thread_key, parent, parts, new_images
+        )
+
+    async def reroll(
+        self, job_id: str, *, user_id: str, idempotency_key: str, target: dict[str, object]
+    ) -> Submitted:
+        """The same request again: a new image made beside the first (a sibling turn)."""
+        original = await self._job_or_fail(job_id)
+        existing = await self.store.job_by_key(idempotency_key)
+        if existing is not None:
+            return Submitted(existing, created=False, position=0)
+        request = Request(
+            platform=original.platform,
+            tenant=original.tenant,
+            user_id=user_id,
+            text=original.prompt,
+            idempotency_key=idempotency_key,
+            kind="reroll",
+            target=dict(target),
+        )
+        await self._check_in_flight(request)
+        thread_key = await self.store.thread_key(original.conversation_id)
+        assert thread_key is not None
+        resolved = resolve(Options(), self.catalog, original.options)
+        parent = await self.store.turn(original.user_turn_id)
+        return await self._create(
+            request, original.prompt, resolved, thread_key, parent, None, []
+        )
+
+    async def upscale_sizes(self, job: Job) -> list[str]:
+        """Sizes larger than the job's that its model makes: what Upscale may offer."""
+        model = self.catalog.find(job.options.model or "")
+        if model is None or not job.options.size or job.state != "succeeded":
+            return []
+        names = model.size_names
+        current = names.index(job.options.size) if job.options.size in names else 0
+        return [size for size in names[current + 1 :] if size in ("2K", "4K")]
+
+    async def _create(
+        self,
+        request: Request,
+        prompt: str,
+        resolved: ResolvedOptions,
+        thread_key: str,
+        parent: Turn | None,
+        parts: list[StoredPart] | None,
+        new_images: list[NewImage],
+    ) -> Submitted:
+        new_job = NewJob(
+            id=uuid.uuid4().hex,
+            idempotency_key=request.idempotency_key,
+            kind=request.kind,
+            platform=request.platform,
+            tenant=request.tenant,
+            user_id=request.user_id,
+            prompt=prompt,
+            options=resolved.as_options(),
+            target=dict(request.target),
+        )
+        job, created = await self.store.create_job(
+            new_job,
+            thread_key=thread_key,
+            parent_turn_id=parent.id if parent else None,
+            user_parts=parts,
+            user_images=new_images,
+            owner=self.owner,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        if not created:
+            return Submitted(job, created=False, position=0)
+        self._queue.put_nowait(job.id)
+        position = await self.store.queue_position(job)
+        log.info(
+            "job=%s queued kind=%s platform=%s model=%s size=%s position=%d",
+            job.id, job.kind, job.platform, resolved.model.id, resolved.size, position,
+        )
+        return Submitted(job, created=True, position=position)
+
+    async def _place(self, request: Request) -> tuple[Turn | None, str, Options]:
+        """Where the request goes: its parent turn, its conversation and inherited options."""
+        parent: Turn | None = None
+        if request.continue_job is not None:
+            job = await self._job_or_fail(request.continue_job)
+            if job.tenant != request.tenant or job.platform != request.platform:
+                raise UserFacingError("That image belongs to another workspace.")
+            if job.model_turn_id is None:
+                raise UserFacingError("That request has no image to continue from yet.")
+            parent = await self.store.turn(job.model_turn_id)
+        elif request.reply_to is not None:
+            parent = await self.store.turn_for_message(
+                request.platform, request.tenant, request.reply_to
+            )
+        if parent is None and request.thread_key is not None:
+            conversation = await self.store.conversation_id(
+                request.platform, request.tenant, request.thread_key
+            )
+            if conversation is not None:
+                parent = await self.store.latest_turn(conversation)
+        if parent is not None:
+            key = await self.store.thread_key(parent.conversation_id)
+            assert key is not None
+            earlier = await self.store.job_for_turn(parent.id)
+            inherited = (
+                Options(
+                    model=earlier.options.model,
+                    aspect_ratio=earlier.options.aspect_ratio,
+                    size=earlier.options.size,
+                )
+                if earlier
+                else Options()
+            )
+            return parent, key, inherited
+        return None, request.thread_key or f"new:{request.idempotency_key}", Options()
+
+    async def _check_in_flight(self, request: Request) -> None:
+        limit = self.settings.max_jobs_per_user
+        count = await self.store.open_jobs_for_user(
+            request.platform, request.tenant, request.user_id
+        )
+        if count >= limit:
+            raise UserFacingError(
+                f"You already have {count} images in progress (the limit is {limit}): "
+                "wait for one to finish, then ask again."
+            )
+
+    async def _job_or_fail(self, job_id: str) -> Job:
+        job = await self.store.job(job_id)
+        if job is None:
+            raise UserFacingError("I cannot find that image any more; start a new request.")
+        return job
+
+    # running
+
+    async def _worker(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._run(job_id)
+            except Exception:
+                log.exception("job=%s crashed the worker", job_id)
+            finally:
+                self._queue.task_done()
+
+    async def _run(self, job_id: str) -> None:
+        job = await self.store.claim(job_id, self.owner, self.settings.lease_seconds)
+        if job is None:
+            return
+        if job.attempts > MAX_RUNS:
+            failed = await self.store.fail_open_job(
+                job.id,
+                "I could not finish this request after several tries; please ask again.",
+                f"interrupted {job.attempts - 1} times",
+            )
+            if failed:
+                self._deliver_later(failed)
+            return
+        started = time.monotonic()
+        ticker = asyncio.create_task(self._tick(job, started))
+        try:
+            result = await self._generate(job)
+        except UserFacingError as exc:
+            result = JobResult("failed", api_calls=0, error_message=exc.message,
+                               error_detail=exc.detail)
+        except Exception as exc:
+            log.exception("job=%s failed unexpectedly", job.id)
+            result = JobResult("failed", api_calls=0, error_message=INTERNAL,
+                               error_detail=repr(exc)[:500])
+        finally:
+            ticker.cancel()
+        finished = await self.store.finish(job.id, self.owner, result)
+        log.info(
+            "job=%s %s in %.2fs api_calls=%d%s",
+            job.id, result.state, time.monotonic() - started, result.api_calls,
+            f" reason={result.error_detail!r}" if result.error_detail else "",
+        )
+        if finished is not None:
+            self._deliver_later(finished)
+
+    async def _tick(self, job: Job, started: float) -> None:
+        adapter = self._adapters.get(job.platform)
+        if adapter is None:
+            return
+        while True:
+            update = Progress("generating", elapsed_seconds=time.monotonic() - started)
+            try:
+                await adapter.progress(job, update)
+            except Exception:
+                log.warning("job=%s progress update failed", job.id, exc_info=True)
+            await asyncio.sleep(self.settings.progress_interval_seconds)
+
+    async def _generate(self, job: Job) -> JobResult:
+        model = self.catalog.find(job.options.model or "")
+        if model is None:
+            raise UserFacingError(
+                f"The model {job.options.model!r} is no longer offered here: ask again with "
+                f"one of {self.catalog.describe_choices()}."
+            )
+        path = await self.store.path_to(job.user_turn_id)
+        stored = await self.store.images(
+            part.image_sha256 for turn in path for part in turn.parts if part.image_sha256
+        )
+        history = build_history(
+            path,
+            {sha: image.data for sha, image in stored.items()},
+            model=model,
+            budget_bytes=self.settings.request_budget_bytes,
+        )
+        size = job.options.size or model.default_size
+        request = ImageRequest(
+            model_id=model.id,
+            contents=history.contents,
+            aspect_ratio=job.options.aspect_ratio,
+            # a single-size model has nothing to choose; leave the field to the API
+            image_size=model.wire_size(size) if len(model.sizes) > 1 else None,
+            temperature=job.options.temperature,
+            with_text=bool(job.options.text),
+        )
+        try:
+            result = await self.gemini.generate(request)
+        except GeminiError as exc:
+            return JobResult(
+                "failed",
+                api_calls=exc.attempts,
+                error_message=exc.message,
+                error_detail=exc.detail,
+                notice=history.notice,
+            )
+        return await self._result(result, model, size, history.notice)
+
+    async def _result(
+        self, result: ImageResult, model: Model, size: str, notice: str | None
+    ) -> JobResult:
+        parts: list[StoredPart] = []
+        new_images: list[NewImage] = []
+        for part in result.parts:
+            if part.image is not None:
+                width, height = await asyncio.to_thread(
+                    images.image_dimensions, part.image.data
+                )
+                new_images.append(NewImage(part.image.data, part.image.mime_type, width, height))
+                parts.append(
+                    StoredPart(
+                        image_sha256=image_hash(part.image.data),
+                        mime_type=part.image.mime_type,
+                        thought_signature=part.thought_signature,
+                    )
+                )
+            elif part.text:
+                parts.append(StoredPart(text=part.text, thought_signature=part.thought_signature))
+        usage = result.usage
+        return JobResult(
+            "succeeded" if new_images else "failed",
+            api_calls=result.attempts,
+            parts=parts,
+            images=new_images,
+            model_id=model.id,
+            error_message=None if new_images else TEXT_ONLY,
+            error_detail=None if new_images else f"finishReason={result.finish_reason}",
+            notice=notice,
+            prompt_tokens=usage.prompt_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            cost_usd=model.price(size) * len(new_images),
+        )
+
+    # delivering
+
+    def _deliver_later(self, job: Job) -> None:
+        task = asyncio.create_task(self._deliver(job), name=f"imagebot-deliver-{job.id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def outcome(self, job: Job) -> Outcome:
+        """What a finished job shows, read back from the store."""
+        turn = await self.store.turn(job.model_turn_id) if job.model_turn_id else None
+        parts = turn.parts if turn else ()
+        stored = await self.store.images(p.image_sha256 for p in parts if p.image_sha256)
+        found = [stored[p.image_sha256] for p in parts if p.image_sha256 in stored]
+        return Outcome(
+            images=tuple(
+                ResultImage(i.data, i.mime_type, i.width, i.height, i.sha256) for i in found
+            ),
+            text="\n".join(p.text for p in parts if p.text).strip(),
+            error=job.error_message if job.state == "failed" else None,
+            notice=job.notice,
+        )
+
+    async def _deliver(self, job: Job) -> None:
+        adapter = self._adapters.get(job.platform)
+        if adapter is None:
+            log.error("job=%s has no adapter for platform %s", job.id, job.platform)
+            return
+        outcome = await self.outcome(job)
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            try:
+                keys = await adapter.deliver(job, outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                last = attempt == DELIVERY_ATTEMPTS
+                log.warning(
+                    "job=%s delivery attempt %d failed: %r", job.id, attempt, exc,
+                    exc_info=last,
+                )
+                await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
+                if not last:
+                    delay = self._delivery_backoff * 2 ** (attempt - 1)
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                continue
+            await self.store.record_delivery(job, keys)
+            log.info("job=%s delivered (%d messages)", job.id, len(keys))
+            return
+
+    # reading
+
+    async def job(self, job_id: str) -> Job | None:
+        return await self.store.job(job_id)
+
+    async def job_for_message(self, platform: str, tenant: str, message_key: str) -> Job | None:
+        return await self.store.job_for_message(platform, tenant, message_key)
+
+    async def link_message(self, job: Job, message_key: str) -> None:
+        await self.store.link_message(job, message_key)
+
+    async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
+        return await self.store.user_defaults(platform, tenant, user_id)
+
+    async def set_user_defaults(
+        self, platform: str, tenant: str, user_id: str, options: Options
+    ) -> Options:
+        """Check and save a user's defaults; explicit values must suit the chosen model."""
+        resolved = resolve(options, self.catalog)
+        saved = replace(
+            options,
+            model=resolved.model.id if options.model else None,
+        )
+        await self.store.set_user_defaults(platform, tenant, user_id, saved)
+        return saved
+
+    async def usage(
+        self, platform: str, tenant: str, user_id: str | None
+    ) -> UsageSummary:
+        """Images and estimated cost since the start of this calendar month (UTC)."""
+        now = datetime.now(UTC)
+        month = datetime(now.year, now.month, 1, tzinfo=UTC).timestamp()
+        return await self.store.usage(platform, tenant, user_id, month)
+

@@ -1,0 +1,659 @@
+"""Persistence: conversations, turns, images, jobs and user defaults in SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from core.conversations import StoredPart, Turn
+from core.jobs import Job, UsageSummary
+from core.options import Options
+
+# Each entry moves the schema one version up; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE images (
+        sha256 TEXT PRIMARY KEY,
+        mime_type TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        byte_size INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        thread_key TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (platform, tenant, thread_key)
+    );
+    CREATE TABLE turns (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+        parent_id INTEGER REFERENCES turns(id),
+        role TEXT NOT NULL CHECK (role IN ('user', 'model')),
+        author_id TEXT,
+        model_id TEXT,
+        parts TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
+    CREATE TABLE message_links (
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        message_key TEXT NOT NULL,
+        turn_id INTEGER NOT NULL REFERENCES turns(id),
+        job_id TEXT,
+        PRIMARY KEY (platform, tenant, message_key)
+    );
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+        user_turn_id INTEGER NOT NULL REFERENCES turns(id),
+        model_turn_id INTEGER REFERENCES turns(id),
+        prompt TEXT NOT NULL,
+        options TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+        owner TEXT,
+        lease_expires_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        api_calls INTEGER NOT NULL DEFAULT 0,
+        error_message TEXT,
+        error_detail TEXT,
+        notice TEXT,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        total_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        delivered_at REAL,
+        delivery_attempts INTEGER NOT NULL DEFAULT 0,
+        delivery_error TEXT,
+        delivery_abandoned_at REAL
+    );
+    CREATE INDEX jobs_by_user ON jobs (platform, tenant, user_id, state);
+    CREATE INDEX jobs_by_state ON jobs (state, platform);
+    CREATE TABLE user_defaults (
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        options TEXT NOT NULL,
+        PRIMARY KEY (platform, tenant, user_id)
+    );
+    """,
+)
+
+_JOB_COLUMNS = (
+    "seq, id, idempotency_key, kind, platform, tenant, user_id, conversation_id, user_turn_id, "
+    "model_turn_id, prompt, options, target, state, attempts, api_calls, error_message, notice, "
+    "output_tokens, total_tokens, cost_usd, created_at, started_at, finished_at, delivered_at, "
+    "delivery_attempts"
+)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    mime_type: str
+    width: int
+    height: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class NewImage:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    idempotency_key: str
+    kind: str
+    platform: str
+    tenant: str
+    user_id: str
+    prompt: str
+    options: Options
+    target: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished generation, stored in one transaction with its model turn."""
+
+    state: str  # succeeded | failed
+    api_calls: int
+    parts: Sequence[StoredPart] = ()
+    images: Sequence[NewImage] = ()
+    model_id: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None
+    notice: str | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+def image_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dump_parts(parts: Iterable[StoredPart]) -> str:
+    return json.dumps(
+        [{k: v for k, v in part.__dict__.items() if v is not None} for part in parts],
+        separators=(",", ":"),
+    )
+
+
+def _load_parts(raw: str) -> tuple[StoredPart, ...]:
+    return tuple(StoredPart(**item) for item in json.loads(raw))
+
+
+def _dump_options(options: Options) -> str:
+    return json.dumps({k: v for k, v in options.__dict__.items() if v is not None})
+
+
+def _load_options(raw: str) -> Options:
+    return Options(**json.loads(raw))
+
+
+def _turn(row: aiosqlite.Row) -> Turn:
+    return Turn(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        parent_id=row["parent_id"],
+        role=row["role"],
+        author_id=row["author_id"],
+        parts=_load_parts(row["parts"]),
+        model_id=row["model_id"],
+        created_at=row["created_at"],
+    )
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    values = dict(row)
+    values["options"] = _load_options(values["options"])
+    values["target"] = json.loads(values["target"])
+    return Job(**values)
+
+
+class Store:
+    """One SQLite connection; a lock keeps each transaction whole between coroutines."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=10000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            row = await (await db.execute("PRAGMA user_version")).fetchone()
+            version = row[0] if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={number}")
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self._lock:
+            return await (await self._db.execute(sql, params)).fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock:
+            return list(await (await self._db.execute(sql, params)).fetchall())
+
+    # images
+
+    async def _put_image(self, db: aiosqlite.Connection, image: NewImage) -> str:
+        sha = image_hash(image.data)
+        await db.execute(
+            "INSERT OR IGNORE INTO images (sha256, mime_type, width, height, byte_size, data, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sha, image.mime_type, image.width, image.height, len(image.data), image.data,
+             time.time()),
+        )
+        return sha
+
+    async def images(self, hashes: Iterable[str]) -> dict[str, StoredImage]:
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = await self._all(
+            f"SELECT sha256, mime_type, width, height, data FROM images WHERE sha256 IN ({marks})",
+            wanted,
+        )
+        return {row["sha256"]: StoredImage(**dict(row)) for row in rows}
+
+    # conversations and turns
+
+    async def thread_key(self, conversation_id: int) -> str | None:
+        row = await self._one(
+            "SELECT thread_key FROM conversations WHERE id = ?", (conversation_id,)
+        )
+        return row["thread_key"] if row else None
+
+    async def conversation_id(self, platform: str, tenant: str, thread_key: str) -> int | None:
+        row = await self._one(
+            "SELECT id FROM conversations WHERE platform = ? AND tenant = ? AND thread_key = ?",
+            (platform, tenant, thread_key),
+        )
+        return row["id"] if row else None
+
+    async def turn(self, turn_id: int) -> Turn | None:
+        row = await self._one("SELECT * FROM turns WHERE id = ?", (turn_id,))
+        return _turn(row) if row else None
+
+    async def latest_turn(self, conversation_id: int) -> Turn | None:
+        row = await self._one(
+            "SELECT * FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT 1",
+            (conversation_id,),
+        )
+        return _turn(row) if row else None
+
+    async def path_to(self, turn_id: int) -> list[Turn]:
+        """The turns from the root of the tree down to `turn_id`, root first."""
+        rows = await self._all(
+            """
+            WITH RECURSIVE path(id, depth) AS (
+                SELECT id, 0 FROM turns WHERE id = ?
+                UNION ALL
+                SELECT turns.parent_id, path.depth + 1 FROM turns JOIN path ON turns.id = path.id
+                WHERE turns.parent_id IS NOT NULL
+            )
+            SELECT turns.* FROM path JOIN turns ON turns.id = path.id ORDER BY path.depth DESC
+            """,
+            (turn_id,),
+        )
+        return [_turn(row) for row in rows]
+
+    async def turn_for_message(self, platform: str, tenant: str, message_key: str) -> Turn | None:
+        row = await self._one(
+            "SELECT turns.* FROM message_links JOIN turns ON turns.id = message_links.turn_id "
+            "WHERE platform = ? AND tenant = ? AND message_key = ?",
+            (platform, tenant, message_key),
+        )
+        return _turn(row) if row else None
+
+    async def job_for_message(self, platform: str, tenant: str, message_key: str) -> Job | None:
+        row = await self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = (SELECT job_id FROM message_links "
+            "WHERE platform = ? AND tenant = ? AND message_key = ?)",
+            (platform, tenant, message_key),
+        )
+        return _job(row) if row else None
+
+    # jobs
+
+    async def job(self, job_id: str) -> Job | None:
+        row = await self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row else None
+
+    async def job_for_turn(self, turn_id: int) -> Job | None:
+        """The job whose user or model turn `turn_id` is, newest first."""
+        row = await self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE model_turn_id = ? OR user_turn_id = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (turn_id, turn_id),
+        )
+        return _job(row) if row else None
+
+    async def release(self, owner: str) -> None:
+        """On a clean shutdown: let the next process take our open jobs at once."""
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET lease_expires_at = 0 WHERE owner = ?", (owner,))
+
+    async def job_by_key(self, idempotency_key: str) -> Job | None:
+        row = await self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+        )
+        return _job(row) if row else None
+
+    async def create_job(
+        self,
+        job: NewJob,
+        *,
+        thread_key: str,
+        parent_turn_id: int | None,
+        user_parts: Sequence[StoredPart] | None,
+        user_images: Sequence[NewImage],
+        owner: str,
+        lease_seconds: float,
+    ) -> tuple[Job, bool]:
+        """Persist a job, its conversation and (unless `user_parts` is None) its user turn.
+
+        With `user_parts` None the job reuses `parent_turn_id` as its user turn (a re-roll).
+        Returns the existing job and False when the idempotency key was seen before.
+        Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
+        """
+        now = time.time()
+        async with self._tx() as db:
+            existing = await (
+                await db.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?",
+                    (job.idempotency_key,),
+                )
+            ).fetchone()
+            if existing:
+                return _job(existing), False
+            await db.execute(
+                "INSERT OR IGNORE INTO conversations (platform, tenant, thread_key, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (job.platform, job.tenant, thread_key, now),
+            )
+            row = await (
+                await db.execute(
+                    "SELECT id FROM conversations WHERE platform = ? AND tenant = ? "
+                    "AND thread_key = ?",
+                    (job.platform, job.tenant, thread_key),
+                )
+            ).fetchone()
+            assert row is not None
+            conversation_id = row["id"]
+            for image in user_images:
+                await self._put_image(db, image)
+            if user_parts is None:
+                if parent_turn_id is None:
+                    raise ValueError("a job without a new user turn needs an existing one")
+                user_turn_id = parent_turn_id
+            else:
+                cursor = await db.execute(
+                    "INSERT INTO turns (conversation_id, parent_id, role, author_id, parts, "
+                    "created_at) VALUES (?, ?, 'user', ?, ?, ?)",
+                    (conversation_id, parent_turn_id, job.user_id, _dump_parts(user_parts), now),
+                )
+                assert cursor.lastrowid is not None
+                user_turn_id = cursor.lastrowid
+            await db.execute(
+                "INSERT INTO jobs (id, idempotency_key, kind, platform, tenant, user_id, "
+                "conversation_id, user_turn_id, prompt, options, target, state, owner, "
+                "lease_expires_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job.id, job.idempotency_key, job.kind, job.platform, job.tenant, job.user_id,
+                 conversation_id, user_turn_id, job.prompt, _dump_options(job.options),
+                 json.dumps(job.target), owner, now + lease_seconds, now),
+            )
+            created = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job.id,))
+            ).fetchone()
+        assert created is not None
+        return _job(created), True
+
+    async def open_jobs_for_user(self, platform: str, tenant: str, user_id: str) -> int:
+        row = await self._one(
+            "SELECT COUNT(*) FROM jobs WHERE platform = ? AND tenant = ? AND user_id = ? "
+            "AND state IN ('queued', 'running')",
+            (platform, tenant, user_id),
+        )
+        return row[0] if row else 0
+
+    async def queue_position(self, job: Job) -> int:
+        """1 for the next job to run among the queued jobs of the same owner."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? AND owner = "
+            "(SELECT owner FROM jobs WHERE id = ?)",
+            (job.seq, job.id),
+        )
+        return row[0] if row else 0
+
+    async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Job | None:
+        """Move a queued job of `owner` to running; None if it is not ours or not queued."""
+        now = time.time()
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, "
+                "lease_expires_at = ? WHERE id = ? AND owner = ? AND state = 'queued'",
+                (now, now + lease_seconds, job_id, owner),
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            ).fetchone()
+        return _job(row) if row else None
+
+    async def finish(self, job_id: str, owner: str, result: JobResult) -> Job | None:
+        """Store the model turn, its images and the job's final state in one transaction."""
+        now = time.time()
+        async with self._tx() as db:
+            row = await (
+                await db.execute(
+                    "SELECT conversation_id, user_turn_id FROM jobs WHERE id = ? AND owner = ? "
+                    "AND state = 'running'",
+                    (job_id, owner),
+                )
+            ).fetchone()
+            if row is None:
+                return None  # taken over by another process after our lease ran out
+            model_turn_id = None
+            if result.parts:
+                for image in result.images:
+                    await self._put_image(db, image)
+                cursor = await db.execute(
+                    "INSERT INTO turns (conversation_id, parent_id, role, author_id, model_id, "
+                    "parts, created_at) VALUES (?, ?, 'model', NULL, ?, ?, ?)",
+                    (row["conversation_id"], row["user_turn_id"], result.model_id,
+                     _dump_parts(result.parts), now),
+                )
+                model_turn_id = cursor.lastrowid
+            await db.execute(
+                "UPDATE jobs SET state = ?, model_turn_id = ?, api_calls = api_calls + ?, "
+                "error_message = ?, error_detail = ?, notice = ?, prompt_tokens = ?, "
+                "output_tokens = ?, total_tokens = ?, cost_usd = ?, finished_at = ? "
+                "WHERE id = ?",
+                (result.state, model_turn_id, result.api_calls, result.error_message,
+                 result.error_detail, result.notice, result.prompt_tokens, result.output_tokens,
+                 result.total_tokens, result.cost_usd, now, job_id),
+            )
+            updated = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            ).fetchone()
+        return _job(updated) if updated else None
+
+    async def record_delivery(
+        self, job: Job, message_keys: Sequence[str], *, error: str | None = None,
+        abandon: bool = False,
+    ) -> None:
+        """A delivery attempt: links the messages that show the result when it worked."""
+        now = time.time()
+        async with self._tx() as db:
+            if error is None:
+                await db.execute(
+                    "UPDATE jobs SET delivered_at = ?, delivery_attempts = delivery_attempts + 1, "
+                    "delivery_error = NULL WHERE id = ?",
+                    (now, job.id),
+                )
+                turn_id = job.model_turn_id or job.user_turn_id
+                for key in message_keys:
+                    await db.execute(
+                        "INSERT OR REPLACE INTO message_links (platform, tenant, message_key, "
+                        "turn_id, job_id) VALUES (?, ?, ?, ?, ?)",
+                        (job.platform, job.tenant, key, turn_id, job.id),
+                    )
+            else:
+                await db.execute(
+                    "UPDATE jobs SET delivery_attempts = delivery_attempts + 1, "
+                    "delivery_error = ?, delivery_abandoned_at = ? WHERE id = ?",
+                    (error, now if abandon else None, job.id),
+                )
+
+    async def link_message(self, job: Job, message_key: str) -> None:
+        """Tie a platform message (a progress post, say) to the job's latest turn."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO message_links (platform, tenant, message_key, turn_id, "
+                "job_id) VALUES (?, ?, ?, ?, ?)",
+                (job.platform, job.tenant, message_key, job.model_turn_id or job.user_turn_id,
+                 job.id),
+            )
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND (state IN "
+                "('queued', 'running') OR "
+                "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))",
+                (time.time() + lease_seconds, owner),
+            )
+
+    async def take_over_expired(
+        self, platforms: Sequence[str], owner: str, lease_seconds: float
+    ) -> list[Job]:
+        """Jobs of `platforms` whose owner's lease ran out (a dead process): now ours.
+
+        Running jobs go back to queued: their result was never stored, so they run again.
+        """
+        if not platforms:
+            return []
+        now = time.time()
+        marks = ",".join("?" * len(platforms))
+        async with self._tx() as db:
+            rows = await (
+                await db.execute(
+                    f"SELECT id FROM jobs WHERE platform IN ({marks}) AND lease_expires_at < ? "
+                    "AND (owner IS NULL OR owner != ?) AND (state IN ('queued', 'running') OR "
+                    "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))",
+                    (*platforms, now, owner),
+                )
+            ).fetchall()
+            ids = [row["id"] for row in rows]
+            for job_id in ids:
+                await db.execute(
+                    "UPDATE jobs SET owner = ?, lease_expires_at = ?, state = CASE state "
+                    "WHEN 'running' THEN 'queued' ELSE state END WHERE id = ?",
+                    (owner, now + lease_seconds, job_id),
+                )
+            taken = []
+            for job_id in ids:
+                row = await (
+                    await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+                ).fetchone()
+                if row:
+                    taken.append(_job(row))
+        return sorted(taken, key=lambda job: job.seq)
+
+    async def fail_open_job(
+        self, job_id: str, message: str, detail: str, *, requester_gone: bool = False
+    ) -> Job | None:
+        """Give up on an open job: it ends failed with `message`.
+
+        `requester_gone` also closes its delivery (a terminal session that has ended).
+        """
+        now = time.time()
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET state = CASE WHEN state IN ('queued', 'running') THEN 'failed' "
+                "ELSE state END, error_message = COALESCE(error_message, ?), "
+                "error_detail = COALESCE(error_detail, ?), finished_at = COALESCE(finished_at, ?), "
+                "delivery_abandoned_at = ? WHERE id = ?",
+                (message, detail, now, now if requester_gone else None, job_id),
+            )
+            row = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            ).fetchone()
+        return _job(row) if row else None
+
+    async def usage(
+        self, platform: str, tenant: str, user_id: str | None, since: float
+    ) -> UsageSummary:
+        where = "platform = ? AND tenant = ? AND created_at >= ?"
+        params: list[Any] = [platform, tenant, since]
+        if user_id is not None:
+            where += " AND user_id = ?"
+            params.append(user_id)
+        rows = await self._all(
+            f"SELECT state, options, cost_usd FROM jobs WHERE {where} AND state IN "
+            "('succeeded', 'failed')",
+            params,
+        )
+        by_model: dict[str, int] = {}
+        images = failed = 0
+        cost = 0.0
+        for row in rows:
+            cost += row["cost_usd"]
+            if row["state"] == "succeeded":
+                images += 1
+                model = _load_options(row["options"]).model or "?"
+                by_model[model] = by_model.get(model, 0) + 1
+            else:
+                failed += 1
+        return UsageSummary(images=images, failed=failed, cost_usd=cost, by_model=by_model)
+
+    # per-user defaults
+
+    async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
+        row = await self._one(
+            "SELECT options FROM user_defaults WHERE platform = ? AND tenant = ? AND user_id = ?",
+            (platform, tenant, user_id),
+        )
+        return _load_options(row["options"]) if row else Options()
+
+    async def set_user_defaults(
+        self, platform: str, tenant: str, user_id: str, options: Options
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO user_defaults (platform, tenant, user_id, options) "
+                "VALUES (?, ?, ?, ?)",
+                (platform, tenant, user_id, _dump_options(options)),
+            )
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table, for tests and health checks."""
+        result = {}
+        for table in ("images", "conversations", "turns", "jobs", "message_links"):
+            row = await self._one(f"SELECT COUNT(*) FROM {table}")
+            result[table] = row[0] if row else 0
+        return result

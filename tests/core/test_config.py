@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from core.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GEMINI_API_KEY", "PORT", "DATABASE_URL", "SLACK_API_URL", "IMAGEBOT_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.database_url == "sqlite:///data/imagebot.sqlite3"
+    assert settings.sqlite_path.as_posix() == "data/imagebot.sqlite3"
+    assert settings.gemini_timeout_seconds == 300
+    assert settings.request_budget_bytes == 20_000_000
+    assert settings.slack_api_url == "https://slack.com/api/"
+
+
+def test_a_bad_value_names_the_variable_and_what_it_wants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORT", "eighty")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value).startswith("PORT Input should be a valid integer")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_required_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(_env_file=None)
+    with pytest.raises(ConfigError, match="^GEMINI_API_KEY is not set"):
+        settings.require("GEMINI_API_KEY")
+
+
+def test_secrets_never_show_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "")
+    settings = load_settings(_env_file=None)
+    assert "sk-very-secret" not in repr(settings) and "sk-very-secret" not in str(settings)
+    assert settings.gemini_api_key is not None
+    assert settings.gemini_api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_a_database_url_other_than_sqlite_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://db/imagebot")
+    with pytest.raises(ConfigError, match="^DATABASE_URL must be a sqlite:/// URL"):
+        load_settings(_env_file=None)
+
+
+def test_slack_api_url_gains_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:9/api")
+    assert load_settings(_env_file=None).slack_api_url == "http://127.0.0.1:9/api/"
