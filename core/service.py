@@ -7,8 +7,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from core import images
 from core.catalog import Catalog, Model
@@ -30,6 +32,8 @@ from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
 from core.store import JobResult, NewImage, NewJob, Store, image_hash
 
 log = logging.getLogger(__name__)
+
+Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 
 MAX_RUNS = 3  # a job that was interrupted this often is reported failed, not run again
 DELIVERY_ATTEMPTS = 5
@@ -119,10 +123,13 @@ class Service:
 
     # submitting
 
-    async def submit(self, request: Request) -> Submitted:
+    async def submit(self, request: Request, announce: Announce | None = None) -> Submitted:
         """Check a request and persist it as a queued job; nothing is generated here.
 
         Raises UserFacingError, before anything is stored, for anything wrong with it.
+        `announce(job, position)` runs once the job is stored and before it can run: the
+        adapter shows the request (a "queued" message) and may return more delivery target
+        (that message's id) to store with the job. A UserFacingError from it fails the job.
         """
         existing = await self.store.job_by_key(request.idempotency_key)
         if existing is not None:
@@ -154,11 +161,17 @@ class Service:
             StoredPart(image_sha256=image_hash(i.data), mime_type=i.mime_type) for i in new_images
         ]
         return await self._create(
-            request, prompt, resolved, thread_key, parent, parts, new_images
+            request, prompt, resolved, thread_key, parent, parts, new_images, announce
         )
 
     async def reroll(
-        self, job_id: str, *, user_id: str, idempotency_key: str, target: dict[str, object]
+        self,
+        job_id: str,
+        *,
+        user_id: str,
+        idempotency_key: str,
+        target: dict[str, Any],
+        announce: Announce | None = None,
     ) -> Submitted:
         """The same request again: a new image made beside the first (a sibling turn)."""
         original = await self._job_or_fail(job_id)
@@ -180,7 +193,7 @@ class Service:
         resolved = resolve(Options(), self.catalog, original.options)
         parent = await self.store.turn(original.user_turn_id)
         return await self._create(
-            request, original.prompt, resolved, thread_key, parent, None, []
+            request, original.prompt, resolved, thread_key, parent, None, [], announce
         )
 
     async def upscale_sizes(self, job: Job) -> list[str]:
@@ -201,6 +214,7 @@ class Service:
         parent: Turn | None,
         parts: list[StoredPart] | None,
         new_images: list[NewImage],
+        announce: Announce | None,
     ) -> Submitted:
         new_job = NewJob(
             id=uuid.uuid4().hex,
@@ -224,8 +238,18 @@ class Service:
         )
         if not created:
             return Submitted(job, created=False, position=0)
-        self._queue.put_nowait(job.id)
         position = await self.store.queue_position(job)
+        if announce is not None:
+            try:
+                more = await announce(job, position)
+            except UserFacingError as exc:
+                # the adapter could not show the request (and told the user why)
+                await self.store.fail_open_job(job.id, exc.message, exc.detail,
+                                               requester_gone=True)
+                raise
+            if more:
+                job = await self.store.update_target(job.id, {**job.target, **more})
+        self._queue.put_nowait(job.id)
         log.info(
             "job=%s queued kind=%s platform=%s model=%s size=%s position=%d",
             job.id, job.kind, job.platform, resolved.model.id, resolved.size, position,
@@ -233,7 +257,11 @@ class Service:
         return Submitted(job, created=True, position=position)
 
     async def _place(self, request: Request) -> tuple[Turn | None, str, Options]:
-        """Where the request goes: its parent turn, its conversation and inherited options."""
+        """Where the request goes: its parent turn, its conversation and inherited options.
+
+        `continue_job` and `reply_to` name the turn to continue from; with a `thread_key` as
+        well, the thread is a straight line and the request follows its latest turn.
+        """
         parent: Turn | None = None
         if request.continue_job is not None:
             job = await self._job_or_fail(request.continue_job)
@@ -246,6 +274,8 @@ class Service:
             parent = await self.store.turn_for_message(
                 request.platform, request.tenant, request.reply_to
             )
+            if parent is not None and request.thread_key is not None:
+                parent = await self.store.latest_turn(parent.conversation_id)
         if parent is None and request.thread_key is not None:
             conversation = await self.store.conversation_id(
                 request.platform, request.tenant, request.thread_key
@@ -476,7 +506,12 @@ class Service:
         return await self.store.job_for_message(platform, tenant, message_key)
 
     async def link_message(self, job: Job, message_key: str) -> None:
+        """Make a platform message (a progress post) lead back to this job and its turn."""
         await self.store.link_message(job, message_key)
+
+    async def message_keys(self, job: Job) -> list[str]:
+        """The platform messages linked to a job (for Delete)."""
+        return await self.store.message_keys(job.id)
 
     async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
         return await self.store.user_defaults(platform, tenant, user_id)

@@ -539,6 +539,23 @@ class Store:
                  job.id),
             )
 
+    async def update_target(self, job_id: str, target: dict[str, Any]) -> Job:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET target = ? WHERE id = ?", (json.dumps(target), job_id)
+            )
+            row = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            ).fetchone()
+        assert row is not None
+        return _job(row)
+
+    async def message_keys(self, job_id: str) -> list[str]:
+        rows = await self._all(
+            "SELECT message_key FROM message_links WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+        return [row["message_key"] for row in rows]
+
     async def renew_leases(self, owner: str, lease_seconds: float) -> None:
         async with self._tx() as db:
             await db.execute(
