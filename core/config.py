@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
     port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
+    slack_thread_replies: bool = Field(False, validation_alias="SLACK_THREAD_REPLIES")
+    slack_file_hosts: str = Field("files.slack.com", validation_alias="SLACK_FILE_HOSTS")
 
     # Discord
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
@@ -70,6 +72,18 @@ class Settings(BaseSettings):
     discord_gateway_url: str = Field(
         "wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL"
     )
+
+    discord_file_hosts: str = Field(
+        "cdn.discordapp.com,media.discordapp.net", validation_alias="DISCORD_FILE_HOSTS"
+    )
+    discord_thread_messages: bool = Field(False, validation_alias="DISCORD_THREAD_MESSAGES")
+    discord_dms: bool = Field(True, validation_alias="DISCORD_DMS")
+    discord_allowed_guilds: str = Field("", validation_alias="DISCORD_ALLOWED_GUILDS")
+    discord_allowed_channels: str = Field("", validation_alias="DISCORD_ALLOWED_CHANNELS")
+    discord_allowed_roles: str = Field("", validation_alias="DISCORD_ALLOWED_ROLES")
+    discord_allowed_users: str = Field("", validation_alias="DISCORD_ALLOWED_USERS")
+    discord_denied_users: str = Field("", validation_alias="DISCORD_DENIED_USERS")
+    discord_denied_roles: str = Field("", validation_alias="DISCORD_DENIED_ROLES")
 
     @field_validator("gemini_base_url", "slack_api_url", "discord_api_url", "discord_gateway_url")
     @classmethod
@@ -98,6 +112,23 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @field_validator(
+        "slack_file_hosts", "discord_file_hosts", "discord_allowed_guilds",
+        "discord_allowed_channels", "discord_allowed_roles", "discord_allowed_users",
+        "discord_denied_users", "discord_denied_roles",
+    )
+    @classmethod
+    def _comma_list(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",")]
+        if any(not item for item in items) and value.strip():
+            raise ValueError("must be a comma-separated list without empty entries")
+        return ",".join(items) if value.strip() else ""
+
+    @staticmethod
+    def split(value: str) -> list[str]:
+        """A comma-separated setting as a list ("" is an empty list)."""
+        return [item for item in value.split(",") if item]
 
     @property
     def sqlite_path(self) -> Path:

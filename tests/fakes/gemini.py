@@ -1,0 +1,722 @@
+"""A fake generateContent image API on 127.0.0.1: checks requests and answers like the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import re
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from PIL import Image, ImageDraw, ImageFont
+
+from core.catalog import Catalog, Model, load_catalog
+
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+FAULT_KINDS = frozenset(
+    {
+        "rate_limit",
+        "quota_per_day",
+        "server_error",
+        "unavailable",
+        "slow",
+        "drop",
+        "malformed",
+        "prompt_blocked",
+        "image_blocked",
+        "text_only",
+        "reseller_401",
+    }
+)
+_PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
+_MIME_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
+_TYPE = "type.googleapis.com/google.rpc."
+
+# Output pixel sizes at 1K; other sizes scale each side.
+_PIXELS_GEMINI_3 = {
+    "1:1": (1024, 1024),
+    "2:3": (848, 1264),
+    "3:2": (1264, 848),
+    "3:4": (896, 1200),
+    "4:3": (1200, 896),
+    "4:5": (928, 1152),
+    "5:4": (1152, 928),
+    "9:16": (768, 1376),
+    "16:9": (1376, 768),
+    "21:9": (1584, 672),
+    "1:4": (512, 2048),
+    "4:1": (2048, 512),
+    "1:8": (352, 2816),
+    "8:1": (2816, 352),
+}
+_PIXELS_GEMINI_25 = {
+    "1:1": (1024, 1024),
+    "2:3": (832, 1248),
+    "3:2": (1248, 832),
+    "3:4": (864, 1184),
+    "4:3": (1184, 864),
+    "4:5": (896, 1152),
+    "5:4": (1152, 896),
+    "9:16": (768, 1344),
+    "16:9": (1344, 768),
+    "21:9": (1536, 672),
+}
+_SCALE = {"0.5K": 0.5, "512": 0.5, "1K": 1.0, "2K": 2.0, "4K": 4.0}
+
+
+def pixel_size(model_id: str, aspect_ratio: str | None, image_size: str | None) -> tuple[int, int]:
+    """Width and height the real API returns; `image_size` in product or wire spelling."""
+    table = _PIXELS_GEMINI_25 if "2.5" in model_id else _PIXELS_GEMINI_3
+    ratio = aspect_ratio or "1:1"
+    if ratio not in table:
+        raise ValueError(f"no pixel size for aspect ratio {ratio!r} on {model_id}")
+    scale = _SCALE.get((image_size or "1K").upper())
+    if scale is None:
+        raise ValueError(f"unknown image size {image_size!r}")
+    width, height = table[ratio]
+    return int(width * scale), int(height * scale)
+
+
+def render_png(prompt: str, width: int, height: int) -> bytes:
+    """A PNG of the given size: a colour taken from the prompt, with the prompt written on it."""
+    digest = hashlib.sha256(prompt.encode()).digest()
+    background = (digest[0], digest[1], digest[2])
+    ink = (0, 0, 0) if sum(background) > 380 else (255, 255, 255)
+    image = Image.new("RGB", (width, height), background)
+    font_size = max(12, min(width, height) // 14)
+    font = ImageFont.load_default(size=font_size)
+    columns = max(8, int(width / (font_size * 0.6)) - 2)
+    lines = textwrap.wrap(prompt or "(no prompt)", columns)[: max(1, height // font_size - 1)]
+    ImageDraw.Draw(image).multiline_text(
+        (font_size // 2, font_size // 2), "\n".join(lines), fill=ink, font=font
+    )
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+@dataclass
+class Fault:
+    """A misbehaviour applied to the next request.
+
+    `retry_delay` (seconds) adds a RetryInfo to "rate_limit"; without it the 429 names no
+    delay. `seconds` is how long "slow" waits before answering.
+    """
+
+    kind: str
+    retry_delay: float | None = None
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(
+                f"unknown fault {self.kind!r}; known: {', '.join(sorted(FAULT_KINDS))}"
+            )
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any | None
+    status: int | None = None  # None while in progress, and for a dropped connection
+    received_at: float = 0.0  # time.monotonic() on arrival
+
+
+@dataclass
+class RecordedResponse:
+    """A 200 answer with content (an image, or text only)."""
+
+    model_id: str
+    response_id: str
+    mime_type: str | None
+    image: bytes | None
+    size: tuple[int, int] | None
+    text: str | None
+    signatures: list[str] = field(default_factory=list)
+
+
+class _Rejected(Exception):
+    def __init__(
+        self, status: int, api_status: str, message: str, details: list[Any] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.api_status = api_status
+        self.message = message
+        self.details = details or []
+
+
+def _invalid(message: str) -> _Rejected:
+    return _Rejected(400, "INVALID_ARGUMENT", message)
+
+
+def _unknown_name(name: str, where: str) -> _Rejected:
+    at = f" at '{where}'" if where else ""
+    return _invalid(f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')
+
+
+def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise _unknown_name(key, where)
+
+
+def _decode_base64(data: str) -> bytes | None:
+    for altchars in (None, b"-_"):
+        try:
+            return base64.b64decode(data, altchars=altchars, validate=True)
+        except binascii.Error:
+            continue
+    return None
+
+
+def _google_error(
+    status: int, api_status: str, message: str, details: list[Any] | None = None
+) -> web.Response:
+    error: dict[str, Any] = {"code": status, "message": message, "status": api_status}
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status)
+
+
+@dataclass
+class _Checked:
+    model: Model
+    contents: list[dict[str, Any]]
+    modalities: list[str]
+    aspect_ratio: str | None
+    size: str  # product spelling
+
+
+class FakeGemini:
+    """The fake server. `faults` are consumed one per API request, in order."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "test-key",
+        latency: float = 0.0,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.catalog = catalog or load_catalog()
+        self.base_url = ""
+        self.requests: list[RecordedRequest] = []
+        self.responses: list[RecordedResponse] = []
+        self.faults: list[Fault] = []
+        self.issued_signatures: set[str] = set()
+        self._changed = asyncio.Condition()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> FakeGemini:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/_fake/faults", self._add_fault)
+        app.router.add_post("/_fake/latency", self._set_latency)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._closing.clear()
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{bound_host}:{bound_port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        self._closing.set()  # ends "slow" waits and latency at once
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # A test helper that keeps its own deadline, so tests need not wrap every call.
+    async def wait_for_requests(
+        self,
+        n: int,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[RecordedRequest]:
+        """Waits until at least `n` API requests have arrived."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: len(self.requests) >= n)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the fake image API got {len(self.requests)} requests, not {n}, "
+                f"within {timeout:g} s"
+            ) from None
+        return self.requests
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+        except TimeoutError:
+            pass
+
+    # ---------------------------------------------------------------- control routes
+
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            fault = Fault(
+                kind=data["kind"],
+                retry_delay=data.get("retry_delay"),
+                seconds=float(data.get("seconds") or 0.0),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        self.faults.append(fault)
+        return web.json_response({"ok": True, "pending": len(self.faults)})
+
+    async def _set_latency(self, request: web.Request) -> web.Response:
+        try:
+            self.latency = float((await request.json())["seconds"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True, "latency": self.latency})
+
+    # ---------------------------------------------------------------- the API
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        record = RecordedRequest(
+            request.method,
+            request.path,
+            dict(request.headers),
+            body,
+            parsed,
+            received_at=time.monotonic(),
+        )
+        self.requests.append(record)
+        await self._notify()
+        try:
+            response = await self._answer(request, record)
+            if response is None:
+                # Close without a word: the client sees a dropped connection.
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=204)
+            record.status = response.status
+            return response
+        finally:
+            await self._notify()
+
+    async def _answer(self, request: web.Request, record: RecordedRequest) -> web.Response | None:
+        await self._pause(self.latency)
+        fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            if fault.kind == "drop":
+                return None
+            if fault.kind == "slow":
+                await self._pause(fault.seconds)
+            else:
+                early = self._fault_response(fault)
+                if early is not None:
+                    return early
+        try:
+            self._check_auth(request.headers.get("Authorization"))
+            model = self._check_route(request.method, request.path)
+            checked = self._check_body(model, record.body)
+        except _Rejected as rejected:
+            return _google_error(
+                rejected.status, rejected.api_status, rejected.message, rejected.details
+            )
+        if fault is not None and fault.kind in {"prompt_blocked", "image_blocked", "text_only"}:
+            return self._no_image_answer(fault.kind, checked)
+        return await self._image_answer(checked)
+
+    def _fault_response(self, fault: Fault) -> web.Response | None:
+        if fault.kind == "rate_limit":
+            details = []
+            if fault.retry_delay is not None:
+                details.append(
+                    {"@type": _TYPE + "RetryInfo", "retryDelay": f"{fault.retry_delay}s"}
+                )
+            return _google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                details,
+            )
+        if fault.kind == "quota_per_day":
+            details = [
+                {
+                    "@type": _TYPE + "QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/"
+                            "generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                        }
+                    ],
+                },
+                {"@type": _TYPE + "RetryInfo", "retryDelay": "0.1s"},
+            ]
+            return _google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "You exceeded your current quota, please check your plan and billing details.",
+                details,
+            )
+        if fault.kind == "server_error":
+            return _google_error(
+                500, "INTERNAL", "An internal error has occurred. Please retry or report it."
+            )
+        if fault.kind == "unavailable":
+            return _google_error(
+                503, "UNAVAILABLE", "The model is overloaded. Please try again later."
+            )
+        if fault.kind == "malformed":
+            return web.Response(
+                status=200,
+                body=b'{"candidates": [{"content": {"role": "model", "parts": [{"inlineDa',
+                content_type="application/json",
+            )
+        if fault.kind == "reseller_401":
+            error = {
+                "message": "Invalid token (request id: 20250101000000000000000)",
+                "type": "new_api_error",
+                "code": "invalid_token",
+            }
+            return web.json_response({"error": error}, status=401)
+        return None  # answered after the request is checked
+
+    def _check_auth(self, header: str | None) -> None:
+        if not header or not header.startswith("Bearer ") or not header[7:].strip():
+            raise _Rejected(
+                401,
+                "UNAUTHENTICATED",
+                "Request is missing required authentication credential. Expected OAuth 2 "
+                "access token, login cookie or other valid authentication credential.",
+            )
+        if self.api_key is not None and header[7:] != self.api_key:
+            raise _Rejected(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                [
+                    {
+                        "@type": _TYPE + "ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            )
+
+    def _check_route(self, method: str, path: str) -> Model:
+        match = _PATH.match(path)
+        if match is None or method != "POST":
+            raise _Rejected(
+                404,
+                "NOT_FOUND",
+                f"The requested URL {path} ({method}) was not found on this server.",
+            )
+        model_id = match.group(1)
+        model = next((m for m in self.catalog.models if m.id == model_id), None)
+        if model is None:
+            raise _Rejected(
+                404,
+                "NOT_FOUND",
+                f"models/{model_id} is not found for API version v1beta, or is not supported "
+                "for generateContent. Call ListModels to see the list of available models "
+                "and their supported methods.",
+            )
+        return model
+
+    def _check_body(self, model: Model, body: bytes) -> _Checked:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise _invalid("Invalid JSON payload received. Unexpected token.") from None
+        if not isinstance(payload, dict):
+            raise _invalid("Invalid JSON payload received. Expected an object.")
+        _check_keys(payload, {"contents", "generationConfig"}, "")
+        contents = payload.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _invalid("* GenerateContentRequest.contents: contents is not specified")
+        images = 0
+        for c_index, content in enumerate(contents):
+            where = f"contents[{c_index}]"
+            if not isinstance(content, dict):
+                raise _invalid(f"Invalid value at '{where}': expected an object.")
+            _check_keys(content, {"role", "parts"}, where)
+            if content.get("role") not in ("user", "model"):
+                raise _invalid(
+                    f"Please use a valid role: user, model. Got {content.get('role')!r} at {where}."
+                )
+            parts = content.get("parts")
+            if not isinstance(parts, list) or not parts:
+                raise _invalid(
+                    f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty."
+                )
+            for p_index, part in enumerate(parts):
+                images += self._check_part(part, f"{where}.parts[{p_index}]")
+        config = payload.get("generationConfig", {})
+        if not isinstance(config, dict):
+            raise _invalid("Invalid value at 'generation_config': expected an object.")
+        _check_keys(
+            config, {"responseModalities", "temperature", "imageConfig"}, "generation_config"
+        )
+        modalities = config.get("responseModalities", ["TEXT", "IMAGE"])
+        if not isinstance(modalities, list) or any(m not in ("TEXT", "IMAGE") for m in modalities):
+            raise _invalid(
+                f"Invalid value at 'generation_config.response_modalities': {modalities!r}"
+            )
+        if sorted(modalities) not in (["IMAGE"], ["IMAGE", "TEXT"]):
+            raise _invalid(
+                "Model does not support the requested response modalities: " + ",".join(modalities)
+            )
+        temperature = config.get("temperature")
+        if temperature is not None:
+            if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+                raise _invalid(
+                    "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), "
+                    f"{temperature!r}"
+                )
+            if not 0.0 <= temperature <= 1.0:
+                raise _invalid(f"temperature must be between 0 and 1, got {temperature}")
+        image_config = config.get("imageConfig", {})
+        if not isinstance(image_config, dict):
+            raise _invalid("Invalid value at 'generation_config.image_config': expected an object.")
+        _check_keys(image_config, {"aspectRatio", "imageSize"}, "generation_config.image_config")
+        ratio = image_config.get("aspectRatio")
+        if ratio is not None and ratio not in model.aspect_ratios:
+            raise _invalid(f"Aspect ratio {ratio} is not supported by {model.id}.")
+        wire_size = image_config.get("imageSize")
+        by_wire = {wire: size for size, wire in model.sizes.items()}
+        if wire_size is not None and wire_size not in by_wire:
+            raise _invalid(f"Image size {wire_size} is not supported by {model.id}.")
+        if images > model.max_reference_images:
+            raise _invalid(
+                f"Too many images: the request holds {images}, and {model.id} accepts at most "
+                f"{model.max_reference_images}."
+            )
+        if model.thought_signatures:
+            self._check_signatures(contents)
+        size = by_wire[wire_size] if wire_size is not None else model.default_size
+        return _Checked(model, contents, modalities, ratio, size)
+
+    def _check_part(self, part: Any, where: str) -> int:
+        """Checks one part; returns how many images it holds."""
+        if not isinstance(part, dict):
+            raise _invalid(f"Invalid value at '{where}': expected an object.")
+        _check_keys(part, {"text", "inlineData", "fileData", "thoughtSignature"}, where)
+        kinds = [k for k in ("text", "inlineData", "fileData") if k in part]
+        if len(kinds) != 1:
+            raise _invalid(f"A part needs exactly one of text, inlineData or fileData at {where}.")
+        signature = part.get("thoughtSignature")
+        if signature is not None and not isinstance(signature, str):
+            raise _invalid(f"Invalid value at '{where}.thought_signature' (TYPE_BYTES).")
+        if kinds[0] == "text":
+            if not isinstance(part["text"], str):
+                raise _invalid(f"Invalid value at '{where}.text' (TYPE_STRING).")
+            return 0
+        if kinds[0] == "fileData":
+            data = part["fileData"]
+            if not isinstance(data, dict):
+                raise _invalid(f"Invalid value at '{where}.file_data': expected an object.")
+            _check_keys(data, {"mimeType", "fileUri"}, f"{where}.file_data")
+            if not isinstance(data.get("fileUri"), str):
+                raise _invalid(f"* {where}.file_data.file_uri: a file URI is required.")
+            return 1
+        data = part["inlineData"]
+        if not isinstance(data, dict):
+            raise _invalid(f"Invalid value at '{where}.inline_data': expected an object.")
+        _check_keys(data, {"mimeType", "data"}, f"{where}.inline_data")
+        mime = data.get("mimeType")
+        if mime not in _MIME_MAGIC:
+            raise _invalid(f"Unsupported MIME type: {mime}")
+        raw = _decode_base64(data["data"]) if isinstance(data.get("data"), str) else None
+        if not raw:
+            raise _invalid(
+                f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed."
+            )
+        if not raw.startswith(_MIME_MAGIC[mime]):
+            raise _invalid(f"Unable to process input image: the data at {where} is not {mime}.")
+        return 1
+
+    def _check_signatures(self, contents: list[dict[str, Any]]) -> None:
+        for c_index, content in enumerate(contents, start=1):
+            first_text_seen = False
+            for p_index, part in enumerate(content["parts"], start=1):
+                signature = part.get("thoughtSignature")
+                if signature is not None and signature != SKIP_SIGNATURE:
+                    if signature not in self.issued_signatures:
+                        raise _invalid("Thought signature is not valid.")
+                if content["role"] != "model":
+                    continue
+                needs = None
+                if "inlineData" in part:
+                    needs = "Image"
+                elif "text" in part and not first_text_seen:
+                    first_text_seen = True
+                    needs = "Text"
+                if needs and signature is None:
+                    raise _invalid(
+                        f"{needs} part is missing a thought_signature in content position "
+                        f"{c_index}, part position {p_index}."
+                    )
+
+    def _new_signature(self) -> str:
+        signature = base64.b64encode(os.urandom(24)).decode()
+        self.issued_signatures.add(signature)
+        return signature
+
+    @staticmethod
+    def _prompt(contents: list[dict[str, Any]]) -> str:
+        for content in reversed(contents):
+            if content["role"] == "user":
+                return " ".join(p["text"] for p in content["parts"] if "text" in p).strip()
+        return ""
+
+    def _usage(self, checked: _Checked, image_tokens: int, text_tokens: int) -> dict[str, Any]:
+        prompt_tokens = 0
+        for content in checked.contents:
+            for part in content["parts"]:
+                prompt_tokens += len(part["text"].split()) if "text" in part else 258
+        thoughts = 160 if checked.model.thought_signatures else 0
+        details = []
+        if text_tokens:
+            details.append({"modality": "TEXT", "tokenCount": text_tokens})
+        if image_tokens:
+            details.append({"modality": "IMAGE", "tokenCount": image_tokens})
+        usage: dict[str, Any] = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": image_tokens + text_tokens,
+            "totalTokenCount": prompt_tokens + image_tokens + text_tokens + thoughts,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        }
+        if details:
+            usage["candidatesTokensDetails"] = details
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        return usage
+
+    def _no_image_answer(self, kind: str, checked: _Checked) -> web.Response:
+        response_id = uuid.uuid4().hex[:22]
+        common = {"modelVersion": checked.model.id, "responseId": response_id}
+        if kind == "prompt_blocked":
+            return web.json_response(
+                {
+                    "promptFeedback": {"blockReason": "SAFETY"},
+                    "usageMetadata": self._usage(checked, 0, 0),
+                    **common,
+                }
+            )
+        if kind == "image_blocked":
+            candidate = {
+                "finishReason": "IMAGE_SAFETY",
+                "finishMessage": "Unable to show the generated image.",
+                "index": 0,
+            }
+            return web.json_response(
+                {"candidates": [candidate], "usageMetadata": self._usage(checked, 0, 0), **common}
+            )
+        text = "I can describe it, but I will not draw it this time."
+        part: dict[str, Any] = {"text": text}
+        signatures = []
+        if checked.model.thought_signatures:
+            part["thoughtSignature"] = self._new_signature()
+            signatures.append(part["thoughtSignature"])
+        self.responses.append(
+            RecordedResponse(checked.model.id, response_id, None, None, None, text, signatures)
+        )
+        candidate = {
+            "content": {"role": "model", "parts": [part]},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+        usage = self._usage(checked, 0, len(text.split()))
+        return web.json_response({"candidates": [candidate], "usageMetadata": usage, **common})
+
+    async def _image_answer(self, checked: _Checked) -> web.Response:
+        model = checked.model
+        prompt = self._prompt(checked.contents)
+        width, height = pixel_size(model.id, checked.aspect_ratio, checked.size)
+        png = await asyncio.to_thread(render_png, prompt, width, height)
+        signing = model.thought_signatures
+        signatures: list[str] = []
+        parts: list[dict[str, Any]] = []
+        if signing:
+            parts.append({"text": f"Planning a picture of: {prompt[:80]}", "thought": True})
+        text = None
+        if "TEXT" in checked.modalities:
+            text = f"Here is {prompt[:200] or 'your picture'}."
+            parts.append({"text": text})
+        parts.append(
+            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}
+        )
+        if signing:
+            for part in parts:
+                if "thought" not in part:
+                    part["thoughtSignature"] = self._new_signature()
+                    signatures.append(part["thoughtSignature"])
+        image_tokens = model.output_tokens.get(checked.size, 1290)
+        text_tokens = len(text.split()) if text else 0
+        response_id = uuid.uuid4().hex[:22]
+        self.responses.append(
+            RecordedResponse(
+                model.id, response_id, "image/png", png, (width, height), text, signatures
+            )
+        )
+        return web.json_response(
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": parts},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": self._usage(checked, image_tokens, text_tokens),
+                "modelVersion": model.id,
+                "responseId": response_id,
+            }
+        )
+
+
+async def serve(host: str, port: int, *, api_key: str | None = None, latency: float = 0.0) -> None:
+    """Runs the fake until cancelled, printing its URL once it listens."""
+    fake = FakeGemini(api_key=api_key, latency=latency)
+    url = await fake.start(host, port)
+    print(f"fake image API listening on {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
