@@ -33,15 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", help="model alias or id, e.g. flash, pro, 2.5-flash")
     generate.add_argument("--temp", help="temperature from 0 to 1")
     generate.add_argument("--text", action="store_true", help="ask for text beside the image")
-    generate.add_argument("--image", action="append", default=[], metavar="FILE",
-                          help="a reference image (repeat for more)")
+    generate.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a reference image (repeat for more)",
+    )
     generate.add_argument("--out", type=Path, help="folder for the image files")
 
     commands.add_parser("chat", help="a conversation in the terminal")
 
     run = commands.add_parser("run", help="run the chat adapters whose credentials are set")
-    run.add_argument("platforms", nargs="*", metavar="PLATFORM",
-                     help="slack and/or discord (default: every configured one)")
+    run.add_argument(
+        "platforms",
+        nargs="*",
+        metavar="PLATFORM",
+        help="slack and/or discord (default: every configured one)",
+    )
 
     fake = commands.add_parser("fake-gemini", help="serve the fake image API for development")
     fake.add_argument("--port", type=int, default=8765)
@@ -52,8 +61,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _flags(args: argparse.Namespace) -> str:
     """The options as chat flags, so one grammar checks the terminal and the chats alike."""
-    pairs = [("--ar", args.ar), ("--size", args.size), ("--model", args.model),
-             ("--temp", args.temp)]
+    pairs = [
+        ("--ar", args.ar),
+        ("--size", args.size),
+        ("--model", args.model),
+        ("--temp", args.temp),
+    ]
     flags = [f"{flag} {value}" for flag, value in pairs if value is not None]
     if args.text:
         flags.append("--text")
@@ -66,11 +79,13 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     attachments = [read_attachment(path) for path in args.image]
     text = " ".join(args.prompt) + " " + _flags(args)
     async with open_service(settings) as service:
-        adapter = TerminalAdapter(service, args.out or settings.output_dir, _stderr)
-        adapter.write = lambda _line: None  # progress chatter stays off a script's way
+        # progress chatter stays out of a script's way
+        adapter = TerminalAdapter(
+            service, args.out or settings.output_dir, lambda _line: None, platform="cli"
+        )
         await service.start()
-        job, outcome, paths = await adapter.ask(
-            adapter.request(text, thread_key=None, attachments=attachments, platform="cli")
+        outcome, paths = await adapter.ask(
+            adapter.request(text, thread_key=None, attachments=attachments)
         )
     if outcome.notice:
         _stderr(f"note: {outcome.notice}")
@@ -121,14 +136,18 @@ async def _run(settings: Settings, wanted: Sequence[str]) -> int:
     return 0
 
 
-async def _fake_gemini(args: argparse.Namespace) -> int:
+def _fake_gemini(args: argparse.Namespace) -> int:
+    # the fake lives with the tests, so it runs from a source checkout only
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "tests" / "fakes").is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     try:
         from tests.fakes.gemini import serve
     except ImportError:
         raise UserFacingError(
             "fake-gemini runs from a source checkout (it lives in tests/fakes)."
         ) from None
-    await serve(args.host, args.port, api_key=None, latency=args.latency)
+    asyncio.run(serve(args.host, args.port, api_key=None, latency=args.latency))
     return 0
 
 
@@ -140,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown platform {unknown[0]!r}: choose slack and/or discord")
     try:
         if args.command == "fake-gemini":
-            return asyncio.run(_fake_gemini(args))
+            return _fake_gemini(args)
         settings = load_settings()
         configure_logging(settings)
         if args.command == "generate":

@@ -33,9 +33,10 @@ class Settings(BaseSettings):
     gemini_retry_deadline_seconds: float = Field(
         600.0, gt=0, validation_alias="GEMINI_RETRY_DEADLINE_SECONDS"
     )
-    gemini_request_budget_mb: float = Field(
-        20.0, gt=0, validation_alias="GEMINI_REQUEST_BUDGET_MB"
+    gemini_retry_backoff_seconds: float = Field(
+        1.0, ge=0, validation_alias="GEMINI_RETRY_BACKOFF_SECONDS"
     )
+    gemini_request_budget_mb: float = Field(20.0, gt=0, validation_alias="GEMINI_REQUEST_BUDGET_MB")
     models_file: Path | None = Field(None, validation_alias="IMAGEBOT_MODELS_FILE")
 
     # storage and jobs
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
-    port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
+    port: int = Field(3000, ge=0, le=65535, validation_alias="PORT")
     slack_thread_replies: bool = Field(False, validation_alias="SLACK_THREAD_REPLIES")
     slack_file_hosts: str = Field("files.slack.com", validation_alias="SLACK_FILE_HOSTS")
 
@@ -114,9 +115,14 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "slack_file_hosts", "discord_file_hosts", "discord_allowed_guilds",
-        "discord_allowed_channels", "discord_allowed_roles", "discord_allowed_users",
-        "discord_denied_users", "discord_denied_roles",
+        "slack_file_hosts",
+        "discord_file_hosts",
+        "discord_allowed_guilds",
+        "discord_allowed_channels",
+        "discord_allowed_roles",
+        "discord_allowed_users",
+        "discord_denied_users",
+        "discord_denied_roles",
     )
     @classmethod
     def _comma_list(cls, value: str) -> str:
@@ -150,8 +156,7 @@ class Settings(BaseSettings):
         """Fail with one line for the first of `names` (environment names) that is unset."""
         for name in names:
             field = next(
-                f for f, info in type(self).model_fields.items()
-                if info.validation_alias == name
+                f for f, info in type(self).model_fields.items() if info.validation_alias == name
             )
             value = getattr(self, field)
             if isinstance(value, SecretStr):

@@ -126,7 +126,7 @@ def _flag_name(token: str) -> str | None:
     """
     for dash in _DASHES:
         if token.startswith(dash) and len(token) > len(dash):
-            body = token[len(dash):]
+            body = token[len(dash) :]
             if not body[0].isalpha():
                 return None
             if body.partition("=")[0].lower() in FLAGS:

@@ -43,6 +43,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         timeout_seconds=settings.gemini_timeout_seconds,
         max_attempts=settings.gemini_max_attempts,
         deadline_seconds=settings.gemini_retry_deadline_seconds,
+        backoff_base_seconds=settings.gemini_retry_backoff_seconds,
     )
     service = Service(settings, catalog, store, gemini)
     try:

@@ -38,8 +38,7 @@ Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 MAX_RUNS = 3  # a job that was interrupted this often is reported failed, not run again
 DELIVERY_ATTEMPTS = 5
 TEXT_ONLY = (
-    "The model answered in words but made no image: describe the picture you want "
-    "and try again."
+    "The model answered in words but made no image: describe the picture you want and try again."
 )
 INTERNAL = "Something went wrong on my side while making this image; it has been logged."
 
@@ -111,8 +110,10 @@ class Service:
         ):
             if job.platform not in self._resumable:
                 await self.store.fail_open_job(
-                    job.id, "This request was interrupted when imagebot stopped.",
-                    "terminal session ended", requester_gone=True,
+                    job.id,
+                    "This request was interrupted when imagebot stopped.",
+                    "terminal session ended",
+                    requester_gone=True,
                 )
             elif job.finished:
                 log.info("job=%s re-delivering after a restart", job.id)
@@ -129,7 +130,7 @@ class Service:
         Raises UserFacingError, before anything is stored, for anything wrong with it.
         `announce(job, position)` runs once the job is stored and before it can run: the
         adapter shows the request (a "queued" message) and may return more delivery target
-        (that message's id) to store with the job. A UserFacingError from it fails the job.
+        (that message's id) to store with the job. If it raises, the job ends failed.
         """
         existing = await self.store.job_by_key(request.idempotency_key)
         if existing is not None:
@@ -242,17 +243,31 @@ class Service:
         if announce is not None:
             try:
                 more = await announce(job, position)
-            except UserFacingError as exc:
-                # the adapter could not show the request (and told the user why)
-                await self.store.fail_open_job(job.id, exc.message, exc.detail,
-                                               requester_gone=True)
-                raise
+            except Exception as exc:
+                # the request could not be shown, so neither could its result
+                failure = (
+                    exc
+                    if isinstance(exc, UserFacingError)
+                    else UserFacingError(
+                        "I could not post in this conversation, so I did not start the image.",
+                        detail=repr(exc)[:500],
+                    )
+                )
+                await self.store.fail_open_job(
+                    job.id, failure.message, failure.detail, requester_gone=True
+                )
+                raise failure from exc
             if more:
                 job = await self.store.update_target(job.id, {**job.target, **more})
         self._queue.put_nowait(job.id)
         log.info(
             "job=%s queued kind=%s platform=%s model=%s size=%s position=%d",
-            job.id, job.kind, job.platform, resolved.model.id, resolved.size, position,
+            job.id,
+            job.kind,
+            job.platform,
+            resolved.model.id,
+            resolved.size,
+            position,
         )
         return Submitted(job, created=True, position=position)
 
@@ -345,18 +360,23 @@ class Service:
         try:
             result = await self._generate(job)
         except UserFacingError as exc:
-            result = JobResult("failed", api_calls=0, error_message=exc.message,
-                               error_detail=exc.detail)
+            result = JobResult(
+                "failed", api_calls=0, error_message=exc.message, error_detail=exc.detail
+            )
         except Exception as exc:
             log.exception("job=%s failed unexpectedly", job.id)
-            result = JobResult("failed", api_calls=0, error_message=INTERNAL,
-                               error_detail=repr(exc)[:500])
+            result = JobResult(
+                "failed", api_calls=0, error_message=INTERNAL, error_detail=repr(exc)[:500]
+            )
         finally:
             ticker.cancel()
         finished = await self.store.finish(job.id, self.owner, result)
         log.info(
             "job=%s %s in %.2fs api_calls=%d%s",
-            job.id, result.state, time.monotonic() - started, result.api_calls,
+            job.id,
+            result.state,
+            time.monotonic() - started,
+            result.api_calls,
             f" reason={result.error_detail!r}" if result.error_detail else "",
         )
         if finished is not None:
@@ -420,9 +440,7 @@ class Service:
         new_images: list[NewImage] = []
         for part in result.parts:
             if part.image is not None:
-                width, height = await asyncio.to_thread(
-                    images.image_dimensions, part.image.data
-                )
+                width, height = await asyncio.to_thread(images.image_dimensions, part.image.data)
                 new_images.append(NewImage(part.image.data, part.image.mime_type, width, height))
                 parts.append(
                     StoredPart(
@@ -485,7 +503,10 @@ class Service:
             except Exception as exc:
                 last = attempt == DELIVERY_ATTEMPTS
                 log.warning(
-                    "job=%s delivery attempt %d failed: %r", job.id, attempt, exc,
+                    "job=%s delivery attempt %d failed: %r",
+                    job.id,
+                    attempt,
+                    exc,
                     exc_info=last,
                 )
                 await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
@@ -528,11 +549,8 @@ class Service:
         await self.store.set_user_defaults(platform, tenant, user_id, saved)
         return saved
 
-    async def usage(
-        self, platform: str, tenant: str, user_id: str | None
-    ) -> UsageSummary:
+    async def usage(self, platform: str, tenant: str, user_id: str | None) -> UsageSummary:
         """Images and estimated cost since the start of this calendar month (UTC)."""
         now = datetime.now(UTC)
         month = datetime(now.year, now.month, 1, tzinfo=UTC).timestamp()
         return await self.store.usage(platform, tenant, user_id, month)
-

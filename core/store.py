@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -238,13 +239,21 @@ class Store:
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                # inside the try: a task cancelled while BEGIN is queued must still roll back,
+                # since aiosqlite runs the statement anyway
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await asyncio.shield(self._rollback())
                 raise
-            await self._db.execute("COMMIT")
+            await asyncio.shield(self._db.execute("COMMIT"))
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # BEGIN itself failed: there is nothing to roll back
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         async with self._lock:
@@ -261,8 +270,15 @@ class Store:
         await db.execute(
             "INSERT OR IGNORE INTO images (sha256, mime_type, width, height, byte_size, data, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sha, image.mime_type, image.width, image.height, len(image.data), image.data,
-             time.time()),
+            (
+                sha,
+                image.mime_type,
+                image.width,
+                image.height,
+                len(image.data),
+                image.data,
+                time.time(),
+            ),
         )
         return sha
 
@@ -421,9 +437,22 @@ class Store:
                 "conversation_id, user_turn_id, prompt, options, target, state, owner, "
                 "lease_expires_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-                (job.id, job.idempotency_key, job.kind, job.platform, job.tenant, job.user_id,
-                 conversation_id, user_turn_id, job.prompt, _dump_options(job.options),
-                 json.dumps(job.target), owner, now + lease_seconds, now),
+                (
+                    job.id,
+                    job.idempotency_key,
+                    job.kind,
+                    job.platform,
+                    job.tenant,
+                    job.user_id,
+                    conversation_id,
+                    user_turn_id,
+                    job.prompt,
+                    _dump_options(job.options),
+                    json.dumps(job.target),
+                    owner,
+                    now + lease_seconds,
+                    now,
+                ),
             )
             created = await (
                 await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job.id,))
@@ -484,8 +513,13 @@ class Store:
                 cursor = await db.execute(
                     "INSERT INTO turns (conversation_id, parent_id, role, author_id, model_id, "
                     "parts, created_at) VALUES (?, ?, 'model', NULL, ?, ?, ?)",
-                    (row["conversation_id"], row["user_turn_id"], result.model_id,
-                     _dump_parts(result.parts), now),
+                    (
+                        row["conversation_id"],
+                        row["user_turn_id"],
+                        result.model_id,
+                        _dump_parts(result.parts),
+                        now,
+                    ),
                 )
                 model_turn_id = cursor.lastrowid
             await db.execute(
@@ -493,9 +527,20 @@ class Store:
                 "error_message = ?, error_detail = ?, notice = ?, prompt_tokens = ?, "
                 "output_tokens = ?, total_tokens = ?, cost_usd = ?, finished_at = ? "
                 "WHERE id = ?",
-                (result.state, model_turn_id, result.api_calls, result.error_message,
-                 result.error_detail, result.notice, result.prompt_tokens, result.output_tokens,
-                 result.total_tokens, result.cost_usd, now, job_id),
+                (
+                    result.state,
+                    model_turn_id,
+                    result.api_calls,
+                    result.error_message,
+                    result.error_detail,
+                    result.notice,
+                    result.prompt_tokens,
+                    result.output_tokens,
+                    result.total_tokens,
+                    result.cost_usd,
+                    now,
+                    job_id,
+                ),
             )
             updated = await (
                 await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
@@ -503,7 +548,11 @@ class Store:
         return _job(updated) if updated else None
 
     async def record_delivery(
-        self, job: Job, message_keys: Sequence[str], *, error: str | None = None,
+        self,
+        job: Job,
+        message_keys: Sequence[str],
+        *,
+        error: str | None = None,
         abandon: bool = False,
     ) -> None:
         """A delivery attempt: links the messages that show the result when it worked."""
@@ -535,8 +584,13 @@ class Store:
             await db.execute(
                 "INSERT OR REPLACE INTO message_links (platform, tenant, message_key, turn_id, "
                 "job_id) VALUES (?, ?, ?, ?, ?)",
-                (job.platform, job.tenant, message_key, job.model_turn_id or job.user_turn_id,
-                 job.id),
+                (
+                    job.platform,
+                    job.tenant,
+                    message_key,
+                    job.model_turn_id or job.user_turn_id,
+                    job.id,
+                ),
             )
 
     async def update_target(self, job_id: str, target: dict[str, Any]) -> Job:

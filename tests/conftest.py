@@ -39,5 +39,6 @@ def make_settings(tmp_path: Path, gemini: FakeGemini, **values: Any) -> Settings
         "DATABASE_URL": f"sqlite:///{tmp_path / 'imagebot.sqlite3'}",
         "IMAGEBOT_OUTPUT_DIR": str(tmp_path / "out"),
         "IMAGEBOT_PROGRESS_INTERVAL_SECONDS": 0.5,
+        "GEMINI_RETRY_BACKOFF_SECONDS": 0.05,
     }
     return Settings(_env_file=None, **{**defaults, **values})  # type: ignore[call-arg]

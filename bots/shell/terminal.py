@@ -28,13 +28,21 @@ HELP = (
 class TerminalAdapter:
     """Delivers results by writing image files and printing where they are."""
 
-    def __init__(self, service: Service, out_dir: Path, write: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        out_dir: Path,
+        write: Callable[[str], None],
+        *,
+        platform: str = PLATFORM,
+    ) -> None:
         self.service = service
+        self.platform = platform
         self.out_dir = out_dir
         self.write = write
         self.user_id = _user_name()
         self._waiting: dict[str, asyncio.Future[list[Path]]] = {}
-        service.register(PLATFORM, self, resumable=False)
+        service.register(platform, self, resumable=False)
 
     async def progress(self, job: Job, update: Progress) -> None:
         if update.elapsed_seconds < 1:
@@ -65,7 +73,7 @@ class TerminalAdapter:
             paths.append(path)
         return paths
 
-    async def ask(self, request: Request) -> tuple[Job, Outcome, list[Path]]:
+    async def ask(self, request: Request) -> tuple[Outcome, list[Path]]:
         """Submit and wait for the result; raises UserFacingError when it is refused."""
         submitted = await self.service.submit(request)
         try:
@@ -74,16 +82,17 @@ class TerminalAdapter:
             self._waiting.pop(submitted.job.id, None)
         job = await self.service.job(submitted.job.id)
         assert job is not None
-        return job, await self.service.outcome(job), paths
+        return await self.service.outcome(job), paths
 
-    def request(self, text: str, *, thread_key: str | None, attachments: list[Attachment],
-                platform: str = PLATFORM) -> Request:
+    def request(
+        self, text: str, *, thread_key: str | None, attachments: list[Attachment]
+    ) -> Request:
         return Request(
-            platform=platform,
+            platform=self.platform,
             tenant=TENANT,
             user_id=self.user_id,
             text=text,
-            idempotency_key=f"{platform}:{uuid.uuid4().hex}",
+            idempotency_key=f"{self.platform}:{uuid.uuid4().hex}",
             thread_key=thread_key,
             attachments=tuple(attachments),
         )
@@ -102,7 +111,10 @@ def read_attachment(path_text: str) -> Attachment:
 
 
 async def run_chat(
-    adapter: TerminalAdapter, lines: AsyncIterator[str], *, prompt: Callable[[], None] = lambda: None
+    adapter: TerminalAdapter,
+    lines: AsyncIterator[str],
+    *,
+    prompt: Callable[[], None] = lambda: None,
 ) -> None:
     """The conversation loop: each line a turn; returns at end of input or /quit."""
     write = adapter.write
@@ -131,7 +143,7 @@ async def run_chat(
                 write(f"error: {exc.message}")
         else:
             try:
-                job, outcome, paths = await adapter.ask(
+                outcome, paths = await adapter.ask(
                     adapter.request(line, thread_key=thread, attachments=pending)
                 )
             except UserFacingError as exc:

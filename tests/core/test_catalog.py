@@ -47,8 +47,11 @@ max_reference_images = 14
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[[models]]\nid = 'x'\nname = 'X'\nsizes = {'3K' = '3K'}\naspect_ratios = ['1:1']\n"
-         "max_reference_images = 1\n", "unknown size '3K'"),
+        (
+            "[[models]]\nid = 'x'\nname = 'X'\nsizes = {'3K' = '3K'}\naspect_ratios = ['1:1']\n"
+            "max_reference_images = 1\n",
+            "unknown size '3K'",
+        ),
         ("[[models]]\nname = 'X'\n", "every [[models]] entry needs an id"),
         ("[[models]\n", "is not valid TOML"),
         ("[[models]]\nid = 'x'\nname = 'X'\n", "model 'x': sizes: Field required"),

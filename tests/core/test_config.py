@@ -32,7 +32,7 @@ def test_a_bad_value_names_the_variable_and_what_it_wants(
 
 def test_a_missing_required_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
-    with pytest.raises(ConfigError, match="^GEMINI_API_KEY is not set"):
+    with pytest.raises(ConfigError, match=r"^GEMINI_API_KEY is not set"):
         settings.require("GEMINI_API_KEY")
 
 
@@ -47,7 +47,7 @@ def test_secrets_never_show_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_database_url_other_than_sqlite_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgres://db/imagebot")
-    with pytest.raises(ConfigError, match="^DATABASE_URL must be a sqlite:/// URL"):
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL must be a sqlite:/// URL"):
         load_settings(_env_file=None)
 
 

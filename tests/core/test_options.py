@@ -10,10 +10,13 @@ CATALOG = load_catalog()
 
 
 def test_flags_anywhere_are_cut_from_the_prompt() -> None:
-    prompt, options = parse("a red fox --ar 16:9 in the snow --size 2k --model flash --temp 0.4 --text")
+    prompt, options = parse(
+        "a red fox --ar 16:9 in the snow --size 2k --model flash --temp 0.4 --text"
+    )
     assert prompt == "a red fox in the snow"
-    assert options == Options(model="flash", aspect_ratio="16:9", size="2K", temperature=0.4,
-                              text=True)
+    assert options == Options(
+        model="flash", aspect_ratio="16:9", size="2K", temperature=0.4, text=True
+    )
 
 
 @pytest.mark.parametrize("typed", ["—ar 16x9", "–ar 16:9", "--aspect 16X9", "--ar=16:9"])
@@ -38,10 +41,14 @@ def test_line_breaks_in_the_prompt_survive() -> None:
         ("x --ar", "`--ar` needs a value, for example `--ar 16:9`."),
         ("x --ar wide", "`--ar` wants a ratio like 16:9, and `wide` is not one."),
         ("x --size 3K", "`--size` must be one of 0.5K, 1K, 2K, 4K, and `3K` is not."),
-        ("x --temp 1.5", "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), "
-                         "not `1.5`."),
-        ("x --temp hot", "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), "
-                         "not `hot`."),
+        (
+            "x --temp 1.5",
+            "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), not `1.5`.",
+        ),
+        (
+            "x --temp hot",
+            "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), not `hot`.",
+        ),
         ("x --ar 1:1 --ar 2:3", "`--ar` is given twice: keep one."),
         ("x --text=yes", "`--text` takes no value: write just `--text`."),
     ],
@@ -96,13 +103,18 @@ def test_too_many_reference_images_names_a_roomier_model() -> None:
 
 
 def test_15_reference_images_are_too_many_for_every_model() -> None:
-    with pytest.raises(UserFacingError, match="at most 14 reference images and this request has 15"):
+    with pytest.raises(
+        UserFacingError, match="at most 14 reference images and this request has 15"
+    ):
         resolve(Options(), CATALOG, reference_images=15)
 
 
 def test_saved_defaults_the_model_cannot_do_give_way_quietly() -> None:
-    resolved = resolve(Options(model="2.5-flash"), CATALOG,
-                       defaults=Options(size="4K", aspect_ratio="8:1", temperature=0.2))
+    resolved = resolve(
+        Options(model="2.5-flash"),
+        CATALOG,
+        defaults=Options(size="4K", aspect_ratio="8:1", temperature=0.2),
+    )
     assert (resolved.size, resolved.aspect_ratio, resolved.temperature) == ("1K", None, 0.2)
 
 
@@ -114,12 +126,16 @@ def test_typed_options_win_over_defaults() -> None:
 def test_default_model_is_flash_at_1k() -> None:
     resolved = resolve(Options(), CATALOG)
     assert (resolved.model.id, resolved.size, resolved.aspect_ratio) == (
-        "gemini-3.1-flash-image-preview", "1K", None)
+        "gemini-3.1-flash-image-preview",
+        "1K",
+        None,
+    )
 
 
 def test_empty_and_overlong_prompts_are_refused() -> None:
     with pytest.raises(UserFacingError, match="Tell me what to draw"):
         check_prompt("   ", 100)
-    with pytest.raises(UserFacingError, match="The prompt is 20,000 characters long; the limit is "
-                                              "4,000"):
+    with pytest.raises(
+        UserFacingError, match="The prompt is 20,000 characters long; the limit is 4,000"
+    ):
         check_prompt("x" * 20_000, 4000)

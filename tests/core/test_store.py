@@ -11,21 +11,41 @@ from core.store import MIGRATIONS, JobResult, NewImage, NewJob, Store, image_has
 
 def _job(key: str, *, user: str = "U1", tenant: str = "T1") -> NewJob:
     return NewJob(
-        id=f"job-{key}", idempotency_key=key, kind="generate", platform="test", tenant=tenant,
-        user_id=user, prompt="a fox", options=Options(model="gemini-3.1-flash-image-preview",
-                                                      size="1K"), target={"channel": "C1"},
+        id=f"job-{key}",
+        idempotency_key=key,
+        kind="generate",
+        platform="test",
+        tenant=tenant,
+        user_id=user,
+        prompt="a fox",
+        options=Options(model="gemini-3.1-flash-image-preview", size="1K"),
+        target={"channel": "C1"},
     )
 
 
-async def _create(store: Store, key: str, *, parent: int | None = None, thread: str = "t1",
-                  owner: str = "me", lease: float = 30.0, images: list[NewImage] | None = None):
+async def _create(
+    store: Store,
+    key: str,
+    *,
+    parent: int | None = None,
+    thread: str = "t1",
+    owner: str = "me",
+    lease: float = 30.0,
+    images: list[NewImage] | None = None,
+):
     images = images or []
     parts = [StoredPart(text=f"prompt {key}")] + [
         StoredPart(image_sha256=image_hash(i.data), mime_type=i.mime_type) for i in images
     ]
-    return await store.create_job(_job(key), thread_key=thread, parent_turn_id=parent,
-                                  user_parts=parts, user_images=images, owner=owner,
-                                  lease_seconds=lease)
+    return await store.create_job(
+        _job(key),
+        thread_key=thread,
+        parent_turn_id=parent,
+        user_parts=parts,
+        user_images=images,
+        owner=owner,
+        lease_seconds=lease,
+    )
 
 
 async def test_migrations_are_versioned_and_reopening_keeps_data(tmp_path: Path) -> None:
@@ -70,8 +90,11 @@ async def test_path_to_walks_from_the_root_and_forks_share_their_ancestors(
     root, _ = await _create(store, "root")
     claimed = await store.claim(root.id, "me", 30)
     assert claimed is not None
-    done = await store.finish(root.id, "me", JobResult(
-        "succeeded", api_calls=1, parts=[StoredPart(text="here")], model_id="m"))
+    done = await store.finish(
+        root.id,
+        "me",
+        JobResult("succeeded", api_calls=1, parts=[StoredPart(text="here")], model_id="m"),
+    )
     assert done is not None and done.model_turn_id is not None
     left, _ = await _create(store, "left", parent=done.model_turn_id)
     right, _ = await _create(store, "right", parent=done.model_turn_id)
@@ -90,8 +113,9 @@ async def test_finish_only_counts_for_the_owner_of_a_running_job(tmp_path: Path)
     assert await store.claim(job.id, "me", 30) is None  # already running
     assert await store.finish(job.id, "thief", JobResult("failed", api_calls=1)) is None
     turns_before = (await store.counts())["turns"]
-    finished = await store.finish(job.id, "me", JobResult("failed", api_calls=2,
-                                                          error_message="nope"))
+    finished = await store.finish(
+        job.id, "me", JobResult("failed", api_calls=2, error_message="nope")
+    )
     assert finished is not None and finished.state == "failed" and finished.api_calls == 2
     assert (await store.counts())["turns"] == turns_before  # no model turn for a failure
     await store.close()
@@ -118,8 +142,11 @@ async def test_usage_counts_images_and_cost_per_user_and_tenant(tmp_path: Path) 
     for key, state in (("a", "succeeded"), ("b", "succeeded"), ("c", "failed")):
         job, _ = await _create(store, key)
         await store.claim(job.id, "me", 30)
-        await store.finish(job.id, "me", JobResult(state, api_calls=1, cost_usd=0.067
-                                                   if state == "succeeded" else 0.0))
+        await store.finish(
+            job.id,
+            "me",
+            JobResult(state, api_calls=1, cost_usd=0.067 if state == "succeeded" else 0.0),
+        )
     summary = await store.usage("test", "T1", "U1", since=0)
     assert (summary.images, summary.failed) == (2, 1)
     assert round(summary.cost_usd, 3) == 0.134

@@ -1,0 +1,231 @@
+"""The Slack app: the factory, Bolt's listeners, and serving over Socket Mode or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import httpx
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack import messages
+from bots.slack.buttons import Buttons
+from bots.slack.commands import Commands
+from bots.slack.context import SlackContext
+from bots.slack.delivery import SlackDelivery
+from bots.slack.events import PLATFORM
+from bots.slack.modals import Modals
+from bots.slack.payloads import AuthTest
+from bots.slack.threads import Threads
+from core.config import ConfigError, Settings
+from core.service import Service
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+REFUSED_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "not_allowed_token_type"}
+)
+
+
+def create_app(settings: Settings, service: Service, *, host: str = "0.0.0.0") -> SlackApp:
+    """The Slack adapter, registered with `service`; `serve()` runs it until cancelled.
+
+    With SLACK_APP_TOKEN it connects over Socket Mode; otherwise it serves HTTP on
+    `host`:PORT (POST /slack/events for everything Slack sends, GET /healthz).
+    """
+    return SlackApp(settings, service, host=host)
+
+
+class SlackApp:
+    """Bolt wired to the handlers; `port` and `wait_ready()` tell when Slack can reach it."""
+
+    def __init__(self, settings: Settings, service: Service, *, host: str) -> None:
+        settings.require("SLACK_BOT_TOKEN")
+        self.socket_mode = settings.slack_app_token is not None
+        if not self.socket_mode:
+            try:
+                settings.require("SLACK_SIGNING_SECRET")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}, or set SLACK_APP_TOKEN to use Socket Mode") from None
+        assert settings.slack_bot_token is not None
+        self.settings = settings
+        self.host = host
+        self.port: int | None = None  # the bound port in HTTP mode, once serving
+        token = settings.slack_bot_token.get_secret_value()
+        retry_handlers: list[AsyncRetryHandler] = [
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        ]
+        client = AsyncWebClient(
+            token=token, base_url=settings.slack_api_url, retry_handlers=retry_handlers
+        )
+        secret = settings.slack_signing_secret
+        _quiet_token_notice()
+        self.bolt = AsyncApp(
+            name="imagebot",
+            client=client,
+            signing_secret=secret.get_secret_value() if secret else "",
+        )
+        delivery = SlackDelivery(service, client)
+        self.ctx = SlackContext(
+            settings=settings,
+            service=service,
+            client=client,
+            delivery=delivery,
+            http=httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS),
+            token=token,
+            retry_handlers=retry_handlers,
+        )
+        service.register(PLATFORM, delivery)
+        self._listen(Commands(self.ctx), Threads(self.ctx), Buttons(self.ctx), Modals(self.ctx))
+        self._ready = asyncio.Event()
+        self._failure: BaseException | None = None
+
+    def _listen(
+        self, commands: Commands, threads: Threads, buttons: Buttons, modals: Modals
+    ) -> None:
+        """Every listener acks at once and leaves the work to a task of its own."""
+        app, spawn = self.bolt, self.ctx.spawn
+
+        # any command name routes here, so an operator may call it /imagine-dev or /draw
+        @app.command(re.compile(r"^/"))
+        async def on_command(ack: Any, body: dict[str, Any]) -> None:
+            await ack()
+            spawn(commands.handle(body), "command")
+
+        # events are acked by Bolt before the listener runs
+        @app.event("app_mention")
+        async def on_mention(body: dict[str, Any]) -> None:
+            spawn(threads.handle(body), "mention")
+
+        @app.event("message")
+        async def on_message(body: dict[str, Any]) -> None:
+            spawn(threads.handle(body), "message")
+
+        @app.action(re.compile(rf"^{re.escape(messages.ACTION_PREFIX)}"))
+        async def on_button(ack: Any, body: dict[str, Any]) -> None:
+            await ack()
+            spawn(buttons.handle(body), "button")
+
+        @app.view(messages.SETTINGS_CALLBACK)
+        async def on_settings(ack: Any, body: dict[str, Any]) -> None:
+            await modals.settings(ack, body)
+
+        @app.view(messages.EDIT_CALLBACK)
+        async def on_edit(ack: Any, body: dict[str, Any]) -> None:
+            await modals.edit(ack, body)
+
+        @app.error
+        async def on_error(error: Exception) -> None:
+            log.error("a Slack listener failed", exc_info=error)
+
+    # running
+
+    async def serve(self) -> None:
+        """Identify the bot, then handle Slack until cancelled."""
+        try:
+            await self._identify()
+            if self.socket_mode:
+                await self._serve_socket_mode()
+            else:
+                await self._serve_http()
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+            raise
+        finally:
+            await self.ctx.drain()
+            await self.ctx.delivery.close()
+            await self.ctx.http.aclose()
+
+    async def wait_ready(self) -> None:
+        """Returns once Slack can reach the app (HTTP listening or socket connected)."""
+        await self._ready.wait()
+        if self._failure is not None:
+            raise RuntimeError("the Slack app stopped before it was ready") from self._failure
+
+    async def _identify(self) -> None:
+        try:
+            answer = await self.ctx.client.auth_test()
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in REFUSED_TOKEN:
+                raise ConfigError(
+                    f"SLACK_BOT_TOKEN was refused by Slack ({error}): use the Bot User OAuth "
+                    "Token (xoxb-...) from the app's OAuth & Permissions page"
+                ) from None
+            raise
+        bot = AuthTest.model_validate(answer.data)
+        self.ctx.bot = bot
+        self.ctx.delivery.bot_name = bot.user
+        log.info("Slack: signed in as @%s (%s) in team %s", bot.user, bot.user_id, bot.team_id)
+
+    async def _serve_socket_mode(self) -> None:
+        assert self.settings.slack_app_token is not None
+        handler = AsyncSocketModeHandler(
+            self.bolt, self.settings.slack_app_token.get_secret_value(), web_client=self.ctx.client
+        )
+        try:
+            await handler.connect_async()
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in REFUSED_TOKEN:
+                raise ConfigError(
+                    f"SLACK_APP_TOKEN was refused by Slack ({error}): use an app-level token "
+                    "(xapp-...) with the connections:write scope"
+                ) from None
+            raise
+        log.info("Slack: connected over Socket Mode")
+        self._ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()
+
+    async def _serve_http(self) -> None:
+        web_app = self.bolt.web_app(path=EVENTS_PATH)
+        web_app.router.add_get(HEALTH_PATH, _healthz)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.settings.port)
+            await site.start()
+            self.port = int(runner.addresses[0][1])
+            log.info("Slack: listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+            self._ready.set()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+class _DropTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN is unused when a client is given: here the client is
+    made from that very token, so the warning would only alarm an operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _quiet_token_notice() -> None:
+    bolt_log = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _DropTokenNotice) for f in bolt_log.filters):
+        bolt_log.addFilter(_DropTokenNotice())
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})

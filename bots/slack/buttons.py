@@ -1,0 +1,106 @@
+"""The buttons under a result: Re-roll, Upscale, Edit and Delete.
+
+A button carries only the job id; the job, its thread and its owner are read from the
+store, so buttons on messages from before a restart keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from bots.slack import messages
+from bots.slack.context import SlackContext
+from bots.slack.events import PLATFORM, click_key
+from bots.slack.payloads import Action, BlockActions
+from bots.slack.target import Target
+from core.errors import UserFacingError
+from core.jobs import Job, Request
+from core.options import Options
+
+log = logging.getLogger(__name__)
+
+
+class Buttons:
+    def __init__(self, ctx: SlackContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, body: dict[str, Any]) -> None:
+        try:
+            click = BlockActions.model_validate(body)
+        except ValidationError as exc:
+            log.warning("ignored a malformed button click: %s", exc.errors()[:1])
+            return
+        if not click.actions:
+            return
+        action = click.actions[0]
+        try:
+            job = await self._job(action.value, click.team.id)
+            await self._run(click, action, job)
+        except UserFacingError as exc:
+            log.info(
+                "click %s by %s refused: %s %s",
+                action.action_id,
+                click.user.id,
+                exc.message,
+                exc.detail,
+            )
+            await self._tell(click, exc.message)
+        except Exception:
+            log.exception("the click %s failed", action.action_id)
+            await self._tell(click, messages.INTERNAL)
+
+    async def _job(self, job_id: str, team: str) -> Job:
+        job = await self.ctx.service.job(job_id) if job_id else None
+        if job is None or job.platform != PLATFORM:
+            raise UserFacingError(messages.GONE, detail=f"no job {job_id!r}")
+        if job.tenant != team:
+            raise UserFacingError(messages.OTHER_WORKSPACE)
+        return job
+
+    async def _run(self, click: BlockActions, action: Action, job: Job) -> None:
+        ctx, user = self.ctx, click.user.id
+        key = click_key(click.team.id, click.trigger_id, action.action_ts, user)
+        target = Target.of(job).follow_up(user).as_dict()
+        if action.action_id == messages.EDIT:
+            # first: the trigger id is good for three seconds only
+            await ctx.client.views_open(trigger_id=click.trigger_id, view=messages.edit_view(job))
+        elif action.action_id == messages.REROLL:
+            await ctx.service.reroll(
+                job.id,
+                user_id=user,
+                idempotency_key=key,
+                target=target,
+                announce=ctx.delivery.announce,
+            )
+        elif action.action_id.startswith(messages.UPSCALE):
+            size = action.action_id.removeprefix(messages.UPSCALE)
+            request = Request(
+                platform=PLATFORM,
+                tenant=job.tenant,
+                user_id=user,
+                text=messages.UPSCALE_PROMPT,
+                idempotency_key=key,
+                kind="upscale",
+                continue_job=job.id,
+                options=Options(size=size),
+                target=target,
+            )
+            await ctx.service.submit(request, announce=ctx.delivery.announce)
+        elif action.action_id == messages.DELETE:
+            if user != job.user_id:
+                raise UserFacingError(messages.only_owner_deletes(job.user_id))
+            await ctx.delivery.delete(job)
+        else:
+            log.warning("ignored an unknown button %s", action.action_id)
+
+    async def _tell(self, click: BlockActions, text: str) -> None:
+        await self.ctx.respond(
+            click.response_url,
+            text,
+            channel=click.container.channel_id or (click.channel.id if click.channel else ""),
+            user=click.user.id,
+            thread_ts=click.container.thread_ts,
+        )

@@ -1,0 +1,79 @@
+"""The `/imagine` slash command: a new image, or help, settings and usage."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from bots.slack import messages
+from bots.slack.context import SlackContext
+from bots.slack.events import PLATFORM, command_request, subcommand
+from bots.slack.payloads import SlashCommand
+from core.errors import UserFacingError
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    def __init__(self, ctx: SlackContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, body: dict[str, Any]) -> None:
+        """Runs after the ack; every way it can fail ends in an answer to the person."""
+        try:
+            command = SlashCommand.model_validate(body)
+        except ValidationError as exc:
+            log.warning("ignored a malformed slash command: %s", exc.errors()[:1])
+            return
+        try:
+            match subcommand(command.text):
+                case "help":
+                    await self._tell(
+                        command,
+                        messages.help_text(
+                            self.ctx.service.catalog,
+                            command=command.command,
+                            bot_user_id=self.ctx.bot_user_id,
+                        ),
+                    )
+                case "settings":
+                    await self._settings(command)
+                case "usage":
+                    await self._usage(command)
+                case _:
+                    await self._imagine(command)
+        except UserFacingError as exc:
+            log.info("command from %s refused: %s %s", command.user_id, exc.message, exc.detail)
+            await self._tell(command, exc.message)
+        except Exception:
+            log.exception("the slash command from %s failed", command.user_id)
+            await self._tell(command, messages.INTERNAL)
+
+    async def _imagine(self, command: SlashCommand) -> None:
+        submitted = await self.ctx.service.submit(
+            command_request(command), announce=self.ctx.delivery.announce
+        )
+        if not submitted.created:
+            log.info("job=%s: repeated delivery of one command", submitted.job.id)
+
+    async def _settings(self, command: SlashCommand) -> None:
+        current = await self.ctx.service.user_defaults(PLATFORM, command.team_id, command.user_id)
+        await self.ctx.client.views_open(
+            trigger_id=command.trigger_id,
+            view=messages.settings_view(self.ctx.service.catalog, current),
+        )
+
+    async def _usage(self, command: SlashCommand) -> None:
+        service = self.ctx.service
+        mine = await service.usage(PLATFORM, command.team_id, command.user_id)
+        everyone = await service.usage(PLATFORM, command.team_id, None)
+        month = datetime.now(UTC).strftime("%B")
+        await self._tell(command, messages.usage_text(mine, everyone, month))
+
+    async def _tell(self, command: SlashCommand, text: str) -> None:
+        await self.ctx.respond(
+            command.response_url, text, channel=command.channel_id, user=command.user_id
+        )

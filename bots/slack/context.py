@@ -1,0 +1,98 @@
+"""What every Slack handler works with, and the few ways it answers a person directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bots.slack.delivery import SlackDelivery
+from bots.slack.payloads import AuthTest
+from core.config import Settings
+from core.service import Service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SlackContext:
+    settings: Settings
+    service: Service
+    client: AsyncWebClient
+    delivery: SlackDelivery
+    http: httpx.AsyncClient
+    token: str
+    retry_handlers: list[AsyncRetryHandler]
+    bot: AuthTest | None = None  # set from auth.test before the first event arrives
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def bot_user_id(self) -> str:
+        assert self.bot is not None, "serve() has not identified the bot yet"
+        return self.bot.user_id
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` after the ack, keeping hold of it so shutdown can cancel it."""
+        task = asyncio.create_task(work, name=f"imagebot-slack-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a Slack handler failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # answering a person: best effort, since there is nobody else to tell when these fail
+
+    async def respond(
+        self,
+        response_url: str | None,
+        text: str,
+        *,
+        channel: str = "",
+        user: str = "",
+        thread_ts: str | None = None,
+    ) -> None:
+        """An ephemeral answer: through the response URL when there is one (it works even
+        where the bot is not a member; it expires after 30 minutes and a few posts), else
+        with chat.postEphemeral."""
+        if response_url:
+            try:
+                hook = AsyncWebhookClient(response_url, retry_handlers=self.retry_handlers)
+                answer = await hook.send(
+                    text=text, response_type="ephemeral", replace_original=False
+                )
+                if answer.status_code == 200:
+                    return
+                log.info("the response URL answered %d; answering directly", answer.status_code)
+            except Exception:
+                log.warning("the response URL failed; answering directly", exc_info=True)
+        if not (channel and user):
+            return
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+        except Exception:
+            log.warning("could not answer %s in %s", user, channel, exc_info=True)
+
+    async def reply(self, channel: str, thread_ts: str | None, text: str) -> None:
+        """A message in the thread (or, without one, the channel) for everyone there."""
+        try:
+            await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False
+            )
+        except Exception:
+            log.warning("could not reply in %s", channel, exc_info=True)

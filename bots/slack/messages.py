@@ -1,0 +1,345 @@
+"""What the bot says in Slack: message text, Block Kit blocks and modals, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from core.catalog import SIZES, Catalog
+from core.jobs import Job, UsageSummary
+from core.options import Options, ResolvedOptions
+
+Block = dict[str, Any]
+
+PROMPT_SHOWN_CHARS = 2500  # a section holds 3000 characters
+FALLBACK_PROMPT_CHARS = 200
+OPTION_TEXT_CHARS = 75  # Slack's limit for a select option's text
+UPSCALE_PROMPT = "Recreate this exact image at a higher resolution; change nothing else."
+
+SETTINGS_CALLBACK = "imagebot.settings"
+EDIT_CALLBACK = "imagebot.edit"
+EDIT_BLOCK = "instruction"
+SETTINGS_BLOCKS = ("model", "aspect_ratio", "size")
+DEFAULT_CHOICE = "default"
+ACTION_PREFIX = "imagebot."
+REROLL = "imagebot.reroll"
+UPSCALE = "imagebot.upscale."  # + size
+EDIT = "imagebot.edit"
+DELETE = "imagebot.delete"
+
+
+class Message(TypedDict):
+    text: str  # what notifications and screen readers show
+    blocks: list[Block]
+
+
+# small pieces
+
+
+def escape(text: str) -> str:
+    """Text shown as typed: `<!channel>`, `<@U…>` or a link in it stays inert text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [_mrkdwn(text)]}
+
+
+def quote(text: str, limit: int = PROMPT_SHOWN_CHARS) -> str:
+    """A block quote of user text, escaped."""
+    return "\n".join(f">{line}" for line in escape(_clip(text, limit)).splitlines() or [""])
+
+
+def elapsed(seconds: float) -> str:
+    total = max(0, round(seconds))
+    if total == 0:
+        return "under a second"
+    if total < 60:
+        return f"{total} s"
+    minutes, rest = divmod(total, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def describe(options: Options, catalog: Catalog) -> str:
+    """The options a job runs with, as people read them: `Gemini 3 Pro Image · 16:9 · 2K`."""
+    model = catalog.find(options.model or "")
+    if model is None:
+        return " · ".join(v for v in (options.model, options.aspect_ratio, options.size) if v)
+    return ResolvedOptions(
+        model,
+        options.aspect_ratio,
+        options.size or model.default_size,
+        options.temperature,
+        bool(options.text),
+    ).describe()
+
+
+# the status message: one per job, edited as the job moves on
+
+
+def _asked(job: Job) -> str:
+    who = f"<@{job.user_id}>"
+    if job.kind == "upscale":
+        return f"{who} asked for a {job.options.size or 'bigger'} version of the image."
+    lead = {"reroll": "asked for another take on", "edit": "asked for a change"}.get(
+        job.kind, "asked for"
+    )
+    return f"{who} {lead}:\n{quote(job.prompt)}"
+
+
+def _status(job: Job, catalog: Catalog, state: str, extra: list[Block] | None = None) -> Message:
+    summary = job.prompt if job.kind != "upscale" else f"{job.options.size} version"
+    text = f"<@{job.user_id}>: {escape(_clip(summary, FALLBACK_PROMPT_CHARS))} — {state}"
+    blocks = [
+        _section(_asked(job)),
+        _context(escape(describe(job.options, catalog))),
+        _section(state),
+        *(extra or []),
+    ]
+    return {"text": text, "blocks": blocks}
+
+
+def queued(job: Job, catalog: Catalog, position: int) -> Message:
+    where = f" (#{position})" if position > 0 else ""
+    return _status(job, catalog, f":hourglass_flowing_sand: Queued{where}")
+
+
+def generating(job: Job, catalog: Catalog, seconds: float) -> Message:
+    timer = f" {elapsed(seconds)}" if seconds >= 1 else ""
+    return _status(job, catalog, f":art: Generating…{timer}")
+
+
+def done(
+    job: Job,
+    catalog: Catalog,
+    *,
+    seconds: float | None,
+    notice: str | None,
+    upscale_sizes: list[str],
+    images_below: bool,
+) -> Message:
+    took = f" in {elapsed(seconds)}" if seconds is not None else ""
+    where = "below" if images_below else "in the thread"
+    extra = [_context(f":information_source: {escape(notice)}")] if notice else []
+    extra.append(result_buttons(job.id, upscale_sizes))
+    return _status(job, catalog, f":white_check_mark: Done{took}: the image is {where}.", extra)
+
+
+def failed(job: Job, catalog: Catalog, reason: str, model_text: str = "") -> Message:
+    extra = [_context(f"The model said: {escape(_clip(model_text, 1000))}")] if model_text else []
+    return _status(job, catalog, f":warning: {escape(reason)}", extra)
+
+
+def result_buttons(job_id: str, upscale_sizes: list[str]) -> Block:
+    """Buttons carry only the job id: everything else is looked up, so they outlive restarts."""
+    buttons: list[Block] = [
+        {"type": "button", "action_id": REROLL, "text": _plain("Re-roll"), "value": job_id},
+        *(
+            {
+                "type": "button",
+                "action_id": f"{UPSCALE}{size}",
+                "text": _plain(f"Upscale {size}"),
+                "value": job_id,
+            }
+            for size in upscale_sizes
+        ),
+        {"type": "button", "action_id": EDIT, "text": _plain("Edit"), "value": job_id},
+        {
+            "type": "button",
+            "action_id": DELETE,
+            "text": _plain("Delete"),
+            "value": job_id,
+            "style": "danger",
+            "confirm": {
+                "title": _plain("Delete this image?"),
+                "text": _plain("The image and its status message are removed for everyone."),
+                "confirm": _plain("Delete"),
+                "deny": _plain("Keep it"),
+                "style": "danger",
+            },
+        },
+    ]
+    return {"type": "actions", "block_id": "imagebot.result", "elements": buttons}
+
+
+# short replies
+
+
+def addressed(user_id: str, text: str) -> str:
+    """A reply in a thread, addressed to whoever asked."""
+    return f"<@{user_id}> {text}"
+
+
+def not_in_channel(bot_name: str) -> str:
+    return (
+        f"I'm not a member of this conversation, so I can't post here: type "
+        f"`/invite @{bot_name}` in the channel (or talk to me in a DM), then try again."
+    )
+
+
+def only_owner_deletes(owner_id: str) -> str:
+    return f"Only <@{owner_id}> can delete this image."
+
+
+GONE = "I cannot find that image any more; start a new request."
+OTHER_WORKSPACE = "That image belongs to another workspace."
+POST_FAILED = "I could not post in this conversation just now; please try again in a moment."
+INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
+
+
+def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
+    models = []
+    for model in catalog.models:
+        name = model.aliases[0] if model.aliases else model.id
+        default = " (default)" if model is catalog.default else ""
+        use = f" for {model.use}" if model.use else ""
+        models.append(
+            f"• `--model {name}`: *{model.name}*{default}{use}; sizes "
+            f"{', '.join(model.size_names)}; up to {model.max_reference_images} reference images"
+        )
+    ratios = ", ".join(_all_ratios(catalog))
+    return "\n".join(
+        [
+            f"*Make an image:* `{command} a lighthouse at dusk --ar 16:9`",
+            "*Options*, anywhere in the text: `--ar 16:9` aspect ratio · `--size 2K` "
+            "(0.5K, 1K, 2K, 4K) · `--model pro` · `--temp 0.4` (0 to 1) · `--text` "
+            "a few words with the image",
+            f"*Keep going:* in the image's thread, mention <@{bot_user_id}> with a change "
+            '("now at night"); attach a photo to use it as a reference. Mentioning me in '
+            "a channel starts a new conversation; so does a DM.",
+            "*Buttons:* Re-roll · Upscale · Edit · Delete (your own images)",
+            f"*More:* `{command} settings` your defaults · `{command} usage` this month's "
+            f"images and cost · `{command} help` this help",
+            f"*Aspect ratios:* {ratios} (not every model makes every one)",
+            "*Models:*",
+            *models,
+        ]
+    )
+
+
+def usage_text(mine: UsageSummary, everyone: UsageSummary, month: str) -> str:
+    def line(who: str, usage: UsageSummary) -> str:
+        count = f"{usage.images} image{'' if usage.images == 1 else 's'}"
+        failures = f" ({usage.failed} failed)" if usage.failed else ""
+        return f"• {who}: {count}{failures}, about ${usage.cost_usd:.2f}"
+
+    return "\n".join(
+        [
+            f"*Images in {month} so far* (estimated cost):",
+            line("You", mine),
+            line("This workspace", everyone),
+        ]
+    )
+
+
+def not_an_image(name: str, mimetype: str) -> str:
+    kind = f" ({mimetype})" if mimetype else ""
+    return (
+        f"I can only use images as references, and `{name}`{kind} is not one: "
+        "attach a PNG, JPEG, WebP or GIF."
+    )
+
+
+# modals
+
+
+def _option(text: str, value: str) -> dict[str, Any]:
+    return {"text": _plain(_clip(text, OPTION_TEXT_CHARS)), "value": value}
+
+
+def _select(block_id: str, label: str, options: list[dict[str, Any]], chosen: str | None) -> Block:
+    initial = next((o for o in options if o["value"] == chosen), options[0])
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "label": _plain(label),
+        "element": {
+            "type": "static_select",
+            "action_id": "choice",
+            "options": options,
+            "initial_option": initial,
+        },
+    }
+
+
+def _all_ratios(catalog: Catalog) -> list[str]:
+    seen = {r for m in catalog.models for r in m.aspect_ratios}
+
+    def width_over_height(ratio: str) -> float:
+        width, _, height = ratio.partition(":")
+        return int(width) / int(height)
+
+    return sorted(seen, key=width_over_height)
+
+
+def settings_view(catalog: Catalog, current: Options) -> Block:
+    model_options = [_option(f"Default ({catalog.default.name})", DEFAULT_CHOICE)] + [
+        _option(m.name, m.id) for m in catalog.models
+    ]
+    ratio_options = [_option("The model's default", DEFAULT_CHOICE)] + [
+        _option(r, r) for r in _all_ratios(catalog)
+    ]
+    size_options = [_option("The model's default", DEFAULT_CHOICE)] + [_option(s, s) for s in SIZES]
+    current_model = catalog.find(current.model or "")
+    return {
+        "type": "modal",
+        "callback_id": SETTINGS_CALLBACK,
+        "title": _plain("Image defaults"),
+        "submit": _plain("Save"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            _select("model", "Model", model_options, current_model.id if current_model else None),
+            _select("aspect_ratio", "Aspect ratio", ratio_options, current.aspect_ratio),
+            _select("size", "Size", size_options, current.size),
+            _context("Options you type (`--ar`, `--size`, `--model`) always win over these."),
+        ],
+    }
+
+
+def settings_saved_view(summary: str) -> Block:
+    return {
+        "type": "modal",
+        "title": _plain("Image defaults"),
+        "close": _plain("Done"),
+        "blocks": [_section(f":white_check_mark: Saved. Your images now start from {summary}.")],
+    }
+
+
+def edit_view(job: Job) -> Block:
+    return {
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "private_metadata": job.id,
+        "title": _plain("Edit image"),
+        "submit": _plain("Make it"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            _context(f"Changing the image made for:\n{quote(job.prompt, 500)}"),
+            {
+                "type": "input",
+                "block_id": EDIT_BLOCK,
+                "label": _plain("What should change?"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "placeholder": _plain("e.g. make it night-time, add a red kite --ar 16:9"),
+                },
+            },
+        ],
+    }

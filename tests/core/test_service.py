@@ -1,0 +1,351 @@
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.errors import UserFacingError
+from core.jobs import Attachment
+from core.options import Options
+from core.runtime import open_service
+from core.store import Store
+from tests.conftest import make_settings
+from tests.core.service_harness import RecordingAdapter, request, running
+from tests.fakes.gemini import FakeGemini, Fault, pixel_size
+
+
+def png(width: int = 64, height: int = 48, colour: str = "teal") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size without holding its pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+async def test_a_request_becomes_an_image_of_the_asked_size_and_cost_is_recorded(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        submitted = await service.submit(request("a red fox --ar 16:9 --size 2K", "k1"))
+        outcome = await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+    assert outcome.ok and outcome.error is None
+    image = Image.open(io.BytesIO(outcome.images[0].data))
+    assert image.size == pixel_size("gemini-3.1-flash-image-preview", "16:9", "2K")
+    assert outcome.images[0].data == fake_gemini.responses[0].image
+    assert job is not None and job.state == "succeeded" and job.delivered_at is not None
+    assert job.cost_usd == pytest.approx(0.101) and job.output_tokens == 1680
+    assert job.api_calls == 1
+
+
+async def test_two_submits_with_one_idempotency_key_cost_one_api_call(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        first, second = await asyncio.gather(
+            service.submit(request("a fox", "same-key")),
+            service.submit(request("a fox", "same-key")),
+        )
+        await adapter.wait_for(first.job.id)
+        third = await service.submit(request("a fox", "same-key"))
+    assert first.job.id == second.job.id == third.job.id
+    assert [first.created, second.created, third.created].count(True) == 1
+    assert len(fake_gemini.requests) == 1 and len(adapter.deliveries) == 1
+
+
+@pytest.mark.parametrize(
+    ("faults", "api_calls"),
+    [
+        ([Fault("rate_limit", retry_delay=0.05)], 2),
+        ([Fault("server_error")], 2),
+        ([Fault("unavailable"), Fault("unavailable")], 3),
+        ([Fault("drop")], 2),
+        ([Fault("slow", seconds=0.2)], 1),
+    ],
+)
+async def test_transient_faults_are_retried_and_then_succeed(
+    tmp_path: Path, fake_gemini: FakeGemini, faults: list[Fault], api_calls: int
+) -> None:
+    fake_gemini.faults.extend(faults)
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        outcome = await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+    assert outcome.ok
+    assert job is not None and job.state == "succeeded" and job.api_calls == api_calls
+
+
+@pytest.mark.parametrize(
+    ("fault", "sentence"),
+    [
+        ("quota_per_day", "used up for today"),
+        ("prompt_blocked", "safety"),
+        ("image_blocked", "safety"),
+        ("malformed", "could not read"),
+        ("text_only", "answered in words but made no image"),
+        ("reseller_401", "API key"),
+    ],
+)
+async def test_final_faults_end_in_one_clear_sentence_after_one_call(
+    tmp_path: Path, fake_gemini: FakeGemini, fault: str, sentence: str
+) -> None:
+    fake_gemini.faults.append(Fault(fault))
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        outcome = await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+    assert outcome.error is not None and sentence.lower() in outcome.error.lower()
+    assert outcome.error.count(". ") == 0 and "\n" not in outcome.error  # one sentence
+    assert job is not None and job.state == "failed" and job.api_calls == 1
+    assert len(fake_gemini.requests) == 1
+
+
+async def test_retries_stop_at_the_attempt_limit_and_the_job_ends_failed(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.faults.extend([Fault("unavailable")] * 5)
+    adapter = RecordingAdapter()
+    settings = make_settings(tmp_path, fake_gemini, GEMINI_MAX_ATTEMPTS=3)
+    async with running(settings, adapter) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        outcome = await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+    assert outcome.error is not None and "overloaded" in outcome.error
+    assert job is not None and job.state == "failed" and job.api_calls == 3
+    assert len(fake_gemini.requests) == 3
+
+
+async def test_a_conversation_sends_history_with_signatures_and_forks_by_turn(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        first = await service.submit(
+            request("a lighthouse --model pro --ar 16:9", "k1", thread_key="thread")
+        )
+        await adapter.wait_for(first.job.id)
+        second = await service.submit(
+            request(
+                "make it night",
+                "k2",
+                thread_key="thread",
+                attachments=(Attachment("moon.png", png()),),
+            )
+        )
+        await adapter.wait_for(second.job.id)
+        fork = await service.submit(
+            request("make it winter", "k3", reply_to=f"message-for-{first.job.id}")
+        )
+        await adapter.wait_for(fork.job.id)
+    assert all(r.status == 200 for r in fake_gemini.requests)
+    second_body = fake_gemini.requests[1].json
+    assert second_body is not None
+    roles = [c["role"] for c in second_body["contents"]]
+    assert roles == ["user", "model", "user"]
+    model_parts = second_body["contents"][1]["parts"]
+    issued = fake_gemini.responses[0].signatures
+    assert [p.get("thoughtSignature") for p in model_parts if "thoughtSignature" in p] == issued
+    assert second_body["contents"][2]["parts"][1]["inlineData"]["mimeType"] == "image/png"
+    # the thread's model, ratio and size carry over to the follow-up
+    assert fake_gemini.requests[1].path.endswith("gemini-3-pro-image-preview:generateContent")
+    assert second_body["generationConfig"]["imageConfig"]["aspectRatio"] == "16:9"
+    fork_body = fake_gemini.requests[2].json
+    assert fork_body is not None
+    assert [c["role"] for c in fork_body["contents"]] == ["user", "model", "user"]
+    assert fork_body["contents"][2]["parts"] == [{"text": "make it winter"}]
+
+
+async def test_a_small_budget_drops_the_oldest_images_and_says_so(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    settings = make_settings(tmp_path, fake_gemini, GEMINI_REQUEST_BUDGET_MB=0.06)
+    async with running(settings, adapter) as service:
+        keys = ["k1", "k2", "k3"]
+        outcomes = []
+        for key in keys:
+            submitted = await service.submit(request(f"picture {key}", key, thread_key="t"))
+            outcomes.append(await adapter.wait_for(submitted.job.id))
+    assert outcomes[0].notice is None
+    assert outcomes[2].notice is not None and "left out" in outcomes[2].notice
+    last = fake_gemini.requests[2].json
+    assert last is not None
+    images = [p for c in last["contents"] for p in c["parts"] if "inlineData" in p]
+    assert len(images) == 1  # only the newest earlier image fits
+    assert all(r.status == 200 for r in fake_gemini.requests)
+
+
+async def test_a_failed_delivery_is_retried_without_generating_again(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter(failures_before_success=2)
+    async with running(
+        make_settings(tmp_path, fake_gemini), adapter, _delivery_backoff=0.01
+    ) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+    assert job is not None and job.delivery_attempts == 3 and job.delivered_at is not None
+    assert len(fake_gemini.requests) == 1
+
+
+async def test_a_result_stored_but_not_delivered_is_delivered_after_a_restart(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    stuck = RecordingAdapter(failures_before_success=1_000)
+    async with open_service(settings) as crashed:
+        crashed.register("test", stuck)
+        crashed._delivery_backoff = 60  # it will never get to try again
+        await crashed.start()
+        submitted = await crashed.submit(request("a fox", "k"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await crashed.job(submitted.job.id)).state != "succeeded":  # type: ignore[union-attr]
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        # the process dies: its tasks stop and it never hands its leases back
+        for task in crashed._tasks + list(crashed._deliveries):
+            task.cancel()
+        crashed._tasks.clear()
+        crashed.owner = "dead-process"
+        adapter = RecordingAdapter()
+        async with running(settings, adapter) as restarted:
+            outcome = await adapter.wait_for(submitted.job.id)
+            job = await restarted.job(submitted.job.id)
+    assert outcome.ok and job is not None and job.delivered_at is not None
+    assert len(fake_gemini.requests) == 1  # delivered again, never generated again
+
+
+async def test_the_per_user_limit_refuses_more_jobs_in_flight(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 1.0
+    adapter = RecordingAdapter()
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_MAX_JOBS_PER_USER=2)
+    async with running(settings, adapter) as service:
+        await service.submit(request("one", "k1"))
+        await service.submit(request("two", "k2"))
+        with pytest.raises(UserFacingError, match="You already have 2 images in progress"):
+            await service.submit(request("three", "k3"))
+        other = await service.submit(request("mine", "k4", user_id="U2"))
+        assert other.created
+
+
+async def test_reroll_makes_a_sibling_and_upscale_sizes_follow_the_model(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        first = await service.submit(request("a fox --model pro", "k1", thread_key="t"))
+        await adapter.wait_for(first.job.id)
+        job = await service.job(first.job.id)
+        assert job is not None
+        assert await service.upscale_sizes(job) == ["2K", "4K"]
+        again = await service.reroll(job.id, user_id="U1", idempotency_key="r1", target={})
+        await adapter.wait_for(again.job.id)
+        up = await service.submit(
+            request(
+                "sharper", "u1", kind="upscale", continue_job=job.id, options=Options(size="4K")
+            )
+        )
+        await adapter.wait_for(up.job.id)
+        rerolled = await service.job(again.job.id)
+    assert rerolled is not None and rerolled.user_turn_id == job.user_turn_id
+    assert fake_gemini.requests[1].body == fake_gemini.requests[0].body
+    upscale_body = fake_gemini.requests[2].json
+    assert upscale_body is not None
+    assert upscale_body["generationConfig"]["imageConfig"]["imageSize"] == "4K"
+    assert [c["role"] for c in upscale_body["contents"]] == ["user", "model", "user"]
+
+
+TEN_MB_PLUS = b"\x89PNG\r\n\x1a\n" + b"\0" * 21_000_000
+NON_UTF8_NAME = b"r\xe9sum\xe9.pdf".decode("utf-8", "surrogateescape")
+BAD_INPUTS = [
+    ("a fox --style anime", (), "`--style` is not an option"),
+    ("a fox --ar 8:1 --model pro", (), "8:1 is not available on Gemini 3 Pro Image"),
+    ("a fox --size 4K --model 2.5-flash", (), "4K is not available on Gemini 2.5 Flash Image"),
+    (
+        "a fox",
+        tuple(Attachment(f"{n}.png", png()) for n in range(15)),
+        "takes at most 14 reference images",
+    ),
+    (
+        "a fox --model 2.5-flash",
+        tuple(Attachment(f"{n}.png", png()) for n in range(4)),
+        "takes at most 3 reference images",
+    ),
+    ("a fox", (Attachment("report.pdf", b"%PDF-1.7\n%\xe2\xe3\n1 0 obj"),), "is a PDF"),
+    ("a fox", (Attachment("cut.png", png()[:60]),), "damaged or truncated"),
+    ("a fox", (Attachment("huge.png", png_header_only(30000, 30000)),), "30000x30000"),
+    ("", (), "Tell me what to draw"),
+    ("   --ar 16:9", (), "Tell me what to draw"),
+    ("a fox", (Attachment("big.png", TEN_MB_PLUS),), "the limit is 20 MB"),
+    ("x" * 20_000, (), "20,000 characters long"),
+    ("a fox", (Attachment(NON_UTF8_NAME, b"%PDF-1.4 minimal"),), "is a PDF"),
+    ("a fox --model gemini-9-ultra", (), "There is no model called 'gemini-9-ultra'"),
+    ("a fox --temp 2", (), "`--temp` must be a number from 0 to 1"),
+    ("a fox --size 3K", (), "`--size` must be one of 0.5K, 1K, 2K, 4K"),
+    ("a fox --ar", (), "`--ar` needs a value"),
+    ("a fox --ar 1:1 --ar 2:3", (), "`--ar` is given twice"),
+    ("a fox --size 0.5K --model pro", (), "0.5K is not available on Gemini 3 Pro Image"),
+    ("a fox", (Attachment("empty.png", b""),), "empty"),
+    ("a fox", (Attachment("notes.txt", "just some words".encode()),), "not an image"),
+    ("a fox", (Attachment("photo.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"),), "HEIC"),
+]
+
+
+@pytest.mark.parametrize(("text", "attachments", "message"), BAD_INPUTS)
+async def test_bad_input_gets_its_message_and_leaves_the_store_intact(
+    tmp_path: Path,
+    fake_gemini: FakeGemini,
+    text: str,
+    attachments: tuple[Attachment, ...],
+    message: str,
+) -> None:
+    adapter = RecordingAdapter()
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        good = await service.submit(request("a fox", "good", thread_key="t"))
+        await adapter.wait_for(good.job.id)
+        before = await service.store.counts()
+        with pytest.raises(UserFacingError) as caught:
+            await service.submit(request(text, "bad", thread_key="t", attachments=attachments))
+        after = await service.store.counts()
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message and "\udce9" not in caught.value.message
+    assert after == before
+    assert len(fake_gemini.requests) == 1
+
+
+async def test_a_wrong_api_key_fails_the_job_with_a_sentence_and_no_secret(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    settings = make_settings(tmp_path, fake_gemini, GEMINI_API_KEY="sk-wrong-secret")
+    async with running(settings, adapter) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        outcome = await adapter.wait_for(submitted.job.id)
+    assert outcome.error is not None and "API key" in outcome.error
+    assert "sk-wrong-secret" not in outcome.error
+    store = await Store.open(settings.sqlite_path)
+    job = await store.job(submitted.job.id)
+    await store.close()
+    assert job is not None and job.state == "failed"
