@@ -96,7 +96,7 @@ class Running:
         answer = calls[count - 1].response
         return answer["channel"], answer["ts"]
 
-    async def final(self, status: tuple[str, str], timeout: float = 15.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def final(self, status: tuple[str, str], timeout: float = 15.0) -> dict[str, Any]:
         """The status message once it shows the job's end (done or the reason why not)."""
 
         def ended() -> dict[str, Any] | None:

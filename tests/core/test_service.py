@@ -308,7 +308,7 @@ BAD_INPUTS = [
     ("a fox --ar 1:1 --ar 2:3", (), "`--ar` is given twice"),
     ("a fox --size 0.5K --model pro", (), "0.5K is not available on Gemini 3 Pro Image"),
     ("a fox", (Attachment("empty.png", b""),), "empty"),
-    ("a fox", (Attachment("notes.txt", "just some words".encode()),), "not an image"),
+    ("a fox", (Attachment("notes.txt", b"just some words"),), "not an image"),
     ("a fox", (Attachment("photo.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"),), "HEIC"),
 ]
 

@@ -477,7 +477,7 @@ class FakeDiscord:
         path_regex: str,
         *,
         count: int = 1,
-        timeout: float = 10.0,  # noqa: ASYNC109 - part of the public signature
+        timeout: float = 10.0,
         predicate: Callable[[DiscordCall], bool] | None = None,
     ) -> DiscordCall:
         """Wait until `count` matching calls were answered; returns the `count`-th."""
@@ -508,7 +508,7 @@ class FakeDiscord:
         predicate: Callable[[StoredMessage], bool] | None = None,
         *,
         channel_id: int | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109 - part of the public signature
+        timeout: float = 10.0,
     ) -> StoredMessage:
         """Wait until a message in the channel satisfies the predicate (e.g. has an image)."""
 
@@ -1388,13 +1388,13 @@ class FakeDiscord:
         except TimeoutError:
             raise TimeoutError(describe()) from None
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_until_ready(self, timeout: float = 10.0) -> None:
         """Wait until a client has identified (or resumed) and receives events."""
         await self.wait_until(
             lambda: self._live is not None, timeout, lambda: "no client identified on the gateway"
         )
 
-    async def wait_for_resume(self, timeout: float = 10.0, *, count: int = 1) -> None:  # noqa: ASYNC109
+    async def wait_for_resume(self, timeout: float = 10.0, *, count: int = 1) -> None:
         """Wait until `count` RESUMEs in total have been answered (replay done, RESUMED sent)."""
         await self.wait_until(
             lambda: self.resumes >= count and self._live is not None,

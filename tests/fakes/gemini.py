@@ -259,7 +259,7 @@ class FakeGemini:
     async def wait_for_requests(
         self,
         n: int,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> list[RecordedRequest]:
         """Waits until at least `n` API requests have arrived."""
         try:

@@ -271,7 +271,7 @@ class FakeSlack:
         self,
         predicate: Callable[[], _T],
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         what: str = "a condition",
     ) -> _T:
         """Returns the predicate's first truthy value, re-checked whenever the state changes."""
@@ -295,7 +295,7 @@ class FakeSlack:
         method: str,
         *,
         count: int = 1,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         predicate: Callable[[SlackCall], bool] | None = None,
     ) -> list[SlackCall]:
         """Waits until `count` answered calls to `method` match `predicate`; returns them all."""
@@ -309,7 +309,7 @@ class FakeSlack:
     async def wait_for_ack(
         self,
         envelope_id: str,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> dict[str, Any]:
         def ack() -> dict[str, Any] | None:
             return next((a for a in self.socket_acks if a.get("envelope_id") == envelope_id), None)
@@ -319,7 +319,7 @@ class FakeSlack:
     async def wait_for_socket_connections(
         self,
         count: int,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> int:
         """Waits until `count` Socket Mode connections have been made in total."""
         return await self.wait_until(
@@ -901,7 +901,7 @@ class FakeSlack:
         accepts_response_payload: bool = False,
         retry_attempt: int = 0,
         retry_reason: str = "",
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> str:
         """Sends an envelope over the newest open connection; returns its envelope_id."""
         ws = await self.wait_until(self._open_socket, timeout=timeout, what="a socket connection")
