@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+from core import metrics
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import configure_logging, open_service
 from core.service import Service
@@ -31,6 +32,12 @@ async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
     async with open_service(settings) as service:
         apps = [create_app(platform, settings, service) for platform in platforms]
         await service.start()
+        # Slack's HTTP mode serves /metrics on PORT already; other modes need their own port
+        exporter = (
+            await metrics.serve(settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if task is not None:
@@ -42,6 +49,8 @@ async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
             pass
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
+            if exporter is not None:
+                await exporter.cleanup()
 
 
 def main(platform: str) -> int:

@@ -60,6 +60,14 @@ class Model(BaseModel):
     def price(self, size: str) -> float:
         return self.price_per_image.get(size, 0.0)
 
+    def estimate_cost(self, size: str, images: int, image_tokens: int = 0) -> float:
+        """Dollars for a result: from the image tokens billed when the API reports them,
+        else from the number of images, at the catalog's price per image."""
+        per_image_tokens = self.output_tokens.get(size)
+        if image_tokens and per_image_tokens:
+            return self.price(size) * image_tokens / per_image_tokens
+        return self.price(size) * images
+
     def names(self) -> tuple[str, ...]:
         return (self.id, *self.aliases)
 

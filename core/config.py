@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         10.0, gt=0, validation_alias="IMAGEBOT_PROGRESS_INTERVAL_SECONDS"
     )
 
+    # quotas (0 means no limit)
+    daily_images_per_user: int = Field(0, ge=0, validation_alias="IMAGEBOT_DAILY_IMAGES_PER_USER")
+    daily_images_per_workspace: int = Field(
+        0, ge=0, validation_alias="IMAGEBOT_DAILY_IMAGES_PER_WORKSPACE"
+    )
+    monthly_budget_usd: float = Field(0.0, ge=0, validation_alias="IMAGEBOT_MONTHLY_BUDGET_USD")
+    max_jobs_in_flight: int = Field(200, ge=0, validation_alias="IMAGEBOT_MAX_JOBS_IN_FLIGHT")
+
     # input limits
     max_prompt_chars: int = Field(4000, ge=1, validation_alias="IMAGEBOT_MAX_PROMPT_CHARS")
     max_attachment_mb: float = Field(20.0, gt=0, validation_alias="IMAGEBOT_MAX_ATTACHMENT_MB")
@@ -57,6 +65,8 @@ class Settings(BaseSettings):
 
     output_dir: Path = Field(Path("out"), validation_alias="IMAGEBOT_OUTPUT_DIR")
     log_level: str = Field("INFO", validation_alias="IMAGEBOT_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="IMAGEBOT_LOG_FORMAT")
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="IMAGEBOT_METRICS_PORT")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")

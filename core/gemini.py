@@ -20,6 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from core import metrics
 from core.errors import UserFacingError
 
 # Sent where a model part needs a thoughtSignature that we do not have (history made by
@@ -789,6 +790,7 @@ class GeminiClient:
                     error.detail,
                     delay,
                 )
+                metrics.API_RETRIES.labels(error.reason).inc()
                 await asyncio.sleep(delay)
             else:
                 return replace(result, attempts=attempt)
@@ -800,10 +802,13 @@ class GeminiClient:
         return random.uniform(0.0, ceiling)
 
     async def _attempt(self, url: str, body: bytes, model_id: str) -> ImageResult:
+        sent = time.monotonic()
         try:
             response = await self._http.post(url, content=body, headers=self._headers)
         except httpx.TransportError as exc:
+            metrics.API_LATENCY.labels("0").observe(time.monotonic() - sent)
             raise _transport_error(exc, self.timeout_seconds) from exc
+        metrics.API_LATENCY.labels(str(response.status_code)).observe(time.monotonic() - sent)
         if response.status_code == 200:
             # A 200 that cannot be read is not retried: the generation may have been charged.
             if len(response.content) > 1_000_000:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from core.options import Options
+from core.quotas import Limits
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
 JobKind = Literal["generate", "reroll", "upscale", "edit"]
@@ -125,3 +126,37 @@ class Request:
     attachments: tuple[Attachment, ...] = ()
     options: Options | None = None  # options typed in a form; they win over flags in text
     target: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What `usage` shows: this month for a user and their workspace, today, and the limits."""
+
+    user: UsageSummary
+    tenant: UsageSummary
+    user_today: int
+    tenant_today: int
+    limits: Limits
+    tenant_noun: str = "workspace"
+
+    def lines(self) -> list[str]:
+        """Plain sentences any adapter can show (each adapter adds its own formatting)."""
+        limits = self.limits
+
+        def of(count: int, limit: int) -> str:
+            return f"{count} of {limit}" if limit else f"{count}"
+
+        lines = [
+            f"You: {of(self.user_today, limits.daily_per_user)} images today; "
+            f"{self.user.images} this month, about ${self.user.cost_usd:.2f}.",
+            f"This {self.tenant_noun}: {of(self.tenant_today, limits.daily_per_tenant)} images "
+            f"today; {self.tenant.images} this month, about ${self.tenant.cost_usd:.2f}"
+            + (
+                f" of the ${limits.monthly_budget_usd:.2f} monthly budget."
+                if limits.monthly_budget_usd
+                else "."
+            ),
+        ]
+        if limits.daily_per_user or limits.daily_per_tenant:
+            lines.append("Daily limits reset at 00:00 UTC; the budget on the 1st of the month.")
+        return lines

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from core import logs
 from core.catalog import Catalog, load_catalog
 from core.config import ConfigError, Settings
 from core.gemini import GeminiClient
@@ -14,12 +14,18 @@ from core.store import Store
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # httpx logs every request URL at INFO; keep the log about our own work
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    secrets = [
+        value.get_secret_value()
+        for value in (
+            settings.gemini_api_key,
+            settings.slack_bot_token,
+            settings.slack_app_token,
+            settings.slack_signing_secret,
+            settings.discord_bot_token,
+        )
+        if value is not None
+    ]
+    logs.configure(settings.log_level, settings.log_format, secrets)
 
 
 def catalog_from(settings: Settings) -> Catalog:

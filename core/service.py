@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from core import images
+from core import images, logs, metrics, quotas
 from core.catalog import Catalog, Model
 from core.config import Settings
 from core.conversations import StoredPart, Turn, build_history
@@ -26,6 +26,7 @@ from core.jobs import (
     Request,
     ResultImage,
     Submitted,
+    UsageReport,
     UsageSummary,
 )
 from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
@@ -61,6 +62,14 @@ class Service:
         self.owner = owner or f"{uuid.uuid4().hex[:12]}"
         self._adapters: dict[str, Adapter] = {}
         self._resumable: set[str] = set()
+        self._tenant_nouns: dict[str, str] = {}
+        self.limits = quotas.Limits(
+            daily_per_user=settings.daily_images_per_user,
+            daily_per_tenant=settings.daily_images_per_workspace,
+            monthly_budget_usd=settings.monthly_budget_usd,
+            in_flight_per_user=settings.max_jobs_per_user,
+            in_flight_total=settings.max_jobs_in_flight,
+        )
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -68,14 +77,23 @@ class Service:
 
     # lifecycle
 
-    def register(self, platform: str, adapter: Adapter, *, resumable: bool = True) -> None:
+    def register(
+        self,
+        platform: str,
+        adapter: Adapter,
+        *,
+        resumable: bool = True,
+        tenant_noun: str = "workspace",
+    ) -> None:
         """Deliver jobs of `platform` through `adapter`; call before start().
 
         Jobs of a resumable platform that a dead process left behind are run and delivered
         here; those of a terminal session (not resumable) are closed as failed, since the
-        person who asked is no longer there to see them.
+        person who asked is no longer there to see them. `tenant_noun` is what people call
+        a tenant on this platform ("workspace", "server"), for limit messages.
         """
         self._adapters[platform] = adapter
+        self._tenant_nouns[platform] = tenant_noun
         if resumable:
             self._resumable.add(platform)
 
@@ -116,10 +134,12 @@ class Service:
                     requester_gone=True,
                 )
             elif job.finished:
-                log.info("job=%s re-delivering after a restart", job.id)
+                log.info("re-delivering after a restart", extra={"job_id": job.id})
                 self._deliver_later(job)
             else:
-                log.info("job=%s resuming after a restart (run %d)", job.id, job.attempts + 1)
+                log.info(
+                    "resuming after a restart (run %d)", job.attempts + 1, extra={"job_id": job.id}
+                )
                 self._queue.put_nowait(job.id)
 
     # submitting
@@ -147,7 +167,7 @@ class Service:
         prompt = check_prompt(
             prompt, self.settings.max_prompt_chars, has_images=bool(request.attachments)
         )
-        await self._check_in_flight(request)
+        await self._check_limits(request, resolved)
         checked = [
             await images.check_reference(
                 a.data,
@@ -188,10 +208,10 @@ class Service:
             kind="reroll",
             target=dict(target),
         )
-        await self._check_in_flight(request)
+        resolved = resolve(Options(), self.catalog, original.options)
+        await self._check_limits(request, resolved)
         thread_key = await self.store.thread_key(original.conversation_id)
         assert thread_key is not None
-        resolved = resolve(Options(), self.catalog, original.options)
         parent = await self.store.turn(original.user_turn_id)
         return await self._create(
             request, original.prompt, resolved, thread_key, parent, None, [], announce
@@ -261,13 +281,13 @@ class Service:
                 job = await self.store.update_target(job.id, {**job.target, **more})
         self._queue.put_nowait(job.id)
         log.info(
-            "job=%s queued kind=%s platform=%s model=%s size=%s position=%d",
-            job.id,
+            "queued kind=%s platform=%s model=%s size=%s position=%d",
             job.kind,
             job.platform,
             resolved.model.id,
             resolved.size,
             position,
+            extra={"job_id": job.id},
         )
         return Submitted(job, created=True, position=position)
 
@@ -313,16 +333,17 @@ class Service:
             return parent, key, inherited
         return None, request.thread_key or f"new:{request.idempotency_key}", Options()
 
-    async def _check_in_flight(self, request: Request) -> None:
-        limit = self.settings.max_jobs_per_user
-        count = await self.store.open_jobs_for_user(
-            request.platform, request.tenant, request.user_id
+    async def _check_limits(self, request: Request, resolved: ResolvedOptions) -> None:
+        now = datetime.now(UTC)
+        counts = await self.store.quota_counts(
+            request.platform,
+            request.tenant,
+            request.user_id,
+            quotas.day_start(now).timestamp(),
+            quotas.month_start(now).timestamp(),
         )
-        if count >= limit:
-            raise UserFacingError(
-                f"You already have {count} images in progress (the limit is {limit}): "
-                "wait for one to finish, then ask again."
-            )
+        scope = f"this {self._tenant_nouns.get(request.platform, 'workspace')}"
+        quotas.check(self.limits, counts, resolved.model.price(resolved.size), now, scope)
 
     async def _job_or_fail(self, job_id: str) -> Job:
         job = await self.store.job(job_id)
@@ -336,9 +357,10 @@ class Service:
         while True:
             job_id = await self._queue.get()
             try:
-                await self._run(job_id)
+                with logs.job_context(job_id):
+                    await self._run(job_id)
             except Exception:
-                log.exception("job=%s crashed the worker", job_id)
+                log.exception("crashed the worker", extra={"job_id": job_id})
             finally:
                 self._queue.task_done()
 
@@ -357,6 +379,7 @@ class Service:
             return
         started = time.monotonic()
         ticker = asyncio.create_task(self._tick(job, started))
+        metrics.JOBS_IN_FLIGHT.inc()
         try:
             result = await self._generate(job)
         except UserFacingError as exc:
@@ -364,16 +387,19 @@ class Service:
                 "failed", api_calls=0, error_message=exc.message, error_detail=exc.detail
             )
         except Exception as exc:
-            log.exception("job=%s failed unexpectedly", job.id)
+            log.exception("failed unexpectedly")
             result = JobResult(
                 "failed", api_calls=0, error_message=INTERNAL, error_detail=repr(exc)[:500]
             )
         finally:
             ticker.cancel()
+            metrics.JOBS_IN_FLIGHT.dec()
         finished = await self.store.finish(job.id, self.owner, result)
+        metrics.JOBS.labels(job.platform, result.state).inc()
+        if result.cost_usd:
+            metrics.COST.labels(job.options.model or "?").inc(result.cost_usd)
         log.info(
-            "job=%s %s in %.2fs api_calls=%d%s",
-            job.id,
+            "%s in %.2fs api_calls=%d%s",
             result.state,
             time.monotonic() - started,
             result.api_calls,
@@ -391,7 +417,7 @@ class Service:
             try:
                 await adapter.progress(job, update)
             except Exception:
-                log.warning("job=%s progress update failed", job.id, exc_info=True)
+                log.warning("progress update failed", exc_info=True)
             await asyncio.sleep(self.settings.progress_interval_seconds)
 
     async def _generate(self, job: Job) -> JobResult:
@@ -464,13 +490,14 @@ class Service:
             prompt_tokens=usage.prompt_tokens,
             output_tokens=usage.output_tokens,
             total_tokens=usage.total_tokens,
-            cost_usd=model.price(size) * len(new_images),
+            cost_usd=model.estimate_cost(size, len(new_images), usage.image_tokens),
         )
 
     # delivering
 
     def _deliver_later(self, job: Job) -> None:
-        task = asyncio.create_task(self._deliver(job), name=f"imagebot-deliver-{job.id}")
+        with logs.job_context(job.id):
+            task = asyncio.create_task(self._deliver(job), name=f"imagebot-deliver-{job.id}")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -492,7 +519,7 @@ class Service:
     async def _deliver(self, job: Job) -> None:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
-            log.error("job=%s has no adapter for platform %s", job.id, job.platform)
+            log.error("no adapter for platform %s", job.platform)
             return
         outcome = await self.outcome(job)
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
@@ -502,9 +529,9 @@ class Service:
                 raise
             except Exception as exc:
                 last = attempt == DELIVERY_ATTEMPTS
+                metrics.DELIVERY_FAILURES.labels(job.platform).inc()
                 log.warning(
-                    "job=%s delivery attempt %d failed: %r",
-                    job.id,
+                    "delivery attempt %d failed: %r",
                     attempt,
                     exc,
                     exc_info=last,
@@ -515,7 +542,7 @@ class Service:
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 continue
             await self.store.record_delivery(job, keys)
-            log.info("job=%s delivered (%d messages)", job.id, len(keys))
+            log.info("delivered (%d messages)", len(keys))
             return
 
     # reading
@@ -551,6 +578,19 @@ class Service:
 
     async def usage(self, platform: str, tenant: str, user_id: str | None) -> UsageSummary:
         """Images and estimated cost since the start of this calendar month (UTC)."""
-        now = datetime.now(UTC)
-        month = datetime(now.year, now.month, 1, tzinfo=UTC).timestamp()
+        month = quotas.month_start(datetime.now(UTC)).timestamp()
         return await self.store.usage(platform, tenant, user_id, month)
+
+    async def usage_report(self, platform: str, tenant: str, user_id: str) -> UsageReport:
+        """This month's usage for a user and their workspace, with today's counts and limits."""
+        now = datetime.now(UTC)
+        day, month = quotas.day_start(now).timestamp(), quotas.month_start(now).timestamp()
+        counts = await self.store.quota_counts(platform, tenant, user_id, day, month)
+        return UsageReport(
+            user=await self.store.usage(platform, tenant, user_id, month),
+            tenant=await self.store.usage(platform, tenant, None, month),
+            user_today=counts.user_today,
+            tenant_today=counts.tenant_today,
+            limits=self.limits,
+            tenant_noun=self._tenant_nouns.get(platform, "workspace"),
+        )

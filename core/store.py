@@ -18,6 +18,7 @@ import aiosqlite
 from core.conversations import StoredPart, Turn
 from core.jobs import Job, UsageSummary
 from core.options import Options
+from core.quotas import Counts
 
 # Each entry moves the schema one version up; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -255,7 +256,9 @@ class Store:
         except sqlite3.OperationalError:
             pass  # BEGIN itself failed: there is nothing to roll back
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+    async def _one(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> aiosqlite.Row | None:
         async with self._lock:
             return await (await self._db.execute(sql, params)).fetchone()
 
@@ -460,13 +463,36 @@ class Store:
         assert created is not None
         return _job(created), True
 
-    async def open_jobs_for_user(self, platform: str, tenant: str, user_id: str) -> int:
+    async def quota_counts(
+        self, platform: str, tenant: str, user_id: str, day_start: float, month_start: float
+    ) -> Counts:
+        """Usage that limits apply to; images still being made count as made."""
         row = await self._one(
-            "SELECT COUNT(*) FROM jobs WHERE platform = ? AND tenant = ? AND user_id = ? "
-            "AND state IN ('queued', 'running')",
-            (platform, tenant, user_id),
+            """
+            SELECT
+              COALESCE(SUM(user_id = :user AND created_at >= :day AND state != 'failed'), 0),
+              COALESCE(SUM(created_at >= :day AND state != 'failed'), 0),
+              COALESCE(SUM(CASE WHEN created_at >= :month THEN cost_usd ELSE 0 END), 0),
+              COALESCE(SUM(user_id = :user AND state IN ('queued', 'running')), 0)
+            FROM jobs WHERE platform = :platform AND tenant = :tenant
+            """,
+            {
+                "user": user_id,
+                "day": day_start,
+                "month": month_start,
+                "platform": platform,
+                "tenant": tenant,
+            },
         )
-        return row[0] if row else 0
+        total = await self._one("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
+        assert row is not None and total is not None
+        return Counts(
+            user_today=row[0],
+            tenant_today=row[1],
+            tenant_month_cost=row[2],
+            user_in_flight=row[3],
+            total_in_flight=total[0],
+        )
 
     async def queue_position(self, job: Job) -> int:
         """1 for the next job to run among the queued jobs of the same owner."""

@@ -29,13 +29,13 @@ from bots.slack.events import PLATFORM
 from bots.slack.modals import Modals
 from bots.slack.payloads import AuthTest
 from bots.slack.threads import Threads
+from core import metrics
 from core.config import ConfigError, Settings
 from core.service import Service
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
 REFUSED_TOKEN = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "not_allowed_token_type"}
@@ -199,7 +199,7 @@ class SlackApp:
 
     async def _serve_http(self) -> None:
         web_app = self.bolt.web_app(path=EVENTS_PATH)
-        web_app.router.add_get(HEALTH_PATH, _healthz)
+        metrics.add_routes(web_app)  # GET /healthz and /metrics beside the events
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         try:
@@ -226,6 +226,3 @@ def _quiet_token_notice() -> None:
     if not any(isinstance(f, _DropTokenNotice) for f in bolt_log.filters):
         bolt_log.addFilter(_DropTokenNotice())
 
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})

@@ -1,0 +1,48 @@
+"""Prometheus metrics, and the small HTTP server that shows them with a health check."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+JOBS = Counter("imagebot_jobs_total", "Jobs finished, by outcome", ["platform", "outcome"])
+JOBS_IN_FLIGHT = Gauge("imagebot_jobs_running", "Jobs generating in this process")
+API_LATENCY = Histogram(
+    "imagebot_api_request_seconds",
+    "Time of one image API call, by HTTP status (0 when no answer came)",
+    ["status"],
+    buckets=(0.5, 1, 2.5, 5, 10, 20, 35, 60, 90, 130, 200, 300),
+)
+API_RETRIES = Counter(
+    "imagebot_api_retries_total", "Image API calls retried, by reason", ["reason"]
+)
+COST = Counter("imagebot_estimated_cost_usd_total", "Estimated spend, by model", ["model"])
+DELIVERY_FAILURES = Counter(
+    "imagebot_delivery_failures_total", "Failed attempts to show a result", ["platform"]
+)
+
+
+async def metrics_endpoint(_request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def health_endpoint(_request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def add_routes(app: web.Application) -> None:
+    """`GET /metrics` and `GET /healthz` on an existing aiohttp application."""
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", health_endpoint)
+
+
+async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """A stand-alone /metrics and /healthz server (for modes without an HTTP server)."""
+    app = web.Application()
+    add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,83 @@
+"""Daily image limits, the monthly budget and concurrency caps, decided as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from core.errors import UserFacingError
+
+
+@dataclass(frozen=True)
+class Limits:
+    daily_per_user: int = 0  # 0: no limit
+    daily_per_tenant: int = 0
+    monthly_budget_usd: float = 0.0
+    in_flight_per_user: int = 3
+    in_flight_total: int = 0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What has been used, read from the store at one moment."""
+
+    user_today: int
+    tenant_today: int
+    tenant_month_cost: float
+    user_in_flight: int
+    total_in_flight: int
+
+
+def day_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def next_month(now: datetime) -> datetime:
+    start = month_start(now)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def _in(delta: timedelta) -> str:
+    minutes = max(1, int(delta.total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def check(limits: Limits, counts: Counts, next_cost: float, now: datetime, scope: str) -> None:
+    """Raise the sentence for the first limit this request would cross.
+
+    `scope` names the tenant for people ("this workspace", "this server").
+    """
+    if limits.in_flight_total and counts.total_in_flight >= limits.in_flight_total:
+        raise UserFacingError(
+            f"imagebot is busy with {counts.total_in_flight} images right now; "
+            "try again in a minute."
+        )
+    if limits.in_flight_per_user and counts.user_in_flight >= limits.in_flight_per_user:
+        raise UserFacingError(
+            f"You already have {counts.user_in_flight} images in progress (the limit is "
+            f"{limits.in_flight_per_user}): wait for one to finish, then ask again."
+        )
+    tomorrow = day_start(now) + timedelta(days=1)
+    if limits.daily_per_user and counts.user_today >= limits.daily_per_user:
+        raise UserFacingError(
+            f"You have made {counts.user_today} images today, your daily limit; it resets at "
+            f"00:00 UTC, in {_in(tomorrow - now)}."
+        )
+    if limits.daily_per_tenant and counts.tenant_today >= limits.daily_per_tenant:
+        raise UserFacingError(
+            f"{scope.capitalize()} has made {counts.tenant_today} images today, its daily "
+            f"limit; it resets at 00:00 UTC, in {_in(tomorrow - now)}."
+        )
+    budget = limits.monthly_budget_usd
+    if budget and counts.tenant_month_cost + next_cost > budget:
+        resets = next_month(now)
+        raise UserFacingError(
+            f"{scope.capitalize()} has used ${counts.tenant_month_cost:.2f} of its "
+            f"${budget:.2f} monthly image budget, not enough for this "
+            f"${next_cost:.3f} image; it resets on {resets:%B} 1 (UTC)."
+        )
