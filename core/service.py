@@ -105,11 +105,18 @@ class Service:
         ]
         self._tasks.append(asyncio.create_task(self._maintain(), name="imagebot-leases"))
 
-    async def stop(self) -> None:
-        for task in [*self._tasks, *self._deliveries]:
+    async def stop(self, delivery_grace_seconds: float = 10.0) -> None:
+        """Stop taking work; let deliveries under way finish (a cut-off one would be shown
+        twice after a restart); hand every open job back for the next process."""
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._deliveries, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._deliveries:
+            await asyncio.wait(list(self._deliveries), timeout=delivery_grace_seconds)
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self.store.release(self.owner)
 
     async def _maintain(self) -> None:

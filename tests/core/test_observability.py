@@ -40,7 +40,7 @@ async def test_json_logs_carry_the_job_id_and_never_a_secret(
     lines = [json.loads(line) for line in captured.readouterr().err.splitlines() if line]
     about_job = [line for line in lines if line.get("job_id") == submitted.job.id]
     messages = [line["message"] for line in about_job]
-    assert any(m.startswith("queued") for m in messages)
+    assert any(m.startswith("queued") for m in messages), lines
     assert any("retrying" in m for m in messages)  # the client's retry line, inside the job
     assert any(m.startswith("succeeded") for m in messages)
     assert any(m.startswith("delivered") for m in messages)
