@@ -142,21 +142,23 @@ class UsageReport:
     def lines(self) -> list[str]:
         """Plain sentences any adapter can show (each adapter adds its own formatting)."""
         limits = self.limits
-
-        def of(count: int, limit: int) -> str:
-            return f"{count} of {limit}" if limit else f"{count}"
-
+        budget = (
+            f" of the ${limits.monthly_budget_usd:.2f} monthly budget"
+            if limits.monthly_budget_usd
+            else ""
+        )
         lines = [
-            f"You: {of(self.user_today, limits.daily_per_user)} images today; "
-            f"{self.user.images} this month, about ${self.user.cost_usd:.2f}.",
-            f"This {self.tenant_noun}: {of(self.tenant_today, limits.daily_per_tenant)} images "
-            f"today; {self.tenant.images} this month, about ${self.tenant.cost_usd:.2f}"
-            + (
-                f" of the ${limits.monthly_budget_usd:.2f} monthly budget."
-                if limits.monthly_budget_usd
-                else "."
-            ),
+            f"You: {_images(self.user_today, limits.daily_per_user)} today, "
+            f"{_images(self.user.images)} this month (about ${self.user.cost_usd:.2f}).",
+            f"This {self.tenant_noun}: {_images(self.tenant_today, limits.daily_per_tenant)} "
+            f"today, {_images(self.tenant.images)} this month "
+            f"(about ${self.tenant.cost_usd:.2f}{budget}).",
         ]
-        if limits.daily_per_user or limits.daily_per_tenant:
-            lines.append("Daily limits reset at 00:00 UTC; the budget on the 1st of the month.")
+        if limits.daily_per_user or limits.daily_per_tenant or limits.monthly_budget_usd:
+            lines.append("Daily limits reset at 00:00 UTC, the budget on the 1st of the month.")
         return lines
+
+
+def _images(count: int, limit: int = 0) -> str:
+    noun = "image" if (limit or count) == 1 else "images"
+    return f"{count} of {limit} {noun}" if limit else f"{count} {noun}"

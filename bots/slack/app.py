@@ -225,4 +225,3 @@ def _quiet_token_notice() -> None:
     bolt_log = logging.getLogger("slack_bolt.AsyncApp")
     if not any(isinstance(f, _DropTokenNotice) for f in bolt_log.filters):
         bolt_log.addFilter(_DropTokenNotice())
-

@@ -68,10 +68,9 @@ class Commands:
 
     async def _usage(self, command: SlashCommand) -> None:
         service = self.ctx.service
-        mine = await service.usage(PLATFORM, command.team_id, command.user_id)
-        everyone = await service.usage(PLATFORM, command.team_id, None)
+        report = await service.usage_report(PLATFORM, command.team_id, command.user_id)
         month = datetime.now(UTC).strftime("%B")
-        await self._tell(command, messages.usage_text(mine, everyone, month))
+        await self._tell(command, messages.usage_text(report, month))
 
     async def _tell(self, command: SlashCommand, text: str) -> None:
         await self.ctx.respond(

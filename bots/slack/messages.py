@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from core.catalog import SIZES, Catalog
-from core.jobs import Job, UsageSummary
+from core.jobs import Job, UsageReport
 from core.options import Options, ResolvedOptions
 
 Block = dict[str, Any]
@@ -232,18 +232,9 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
     )
 
 
-def usage_text(mine: UsageSummary, everyone: UsageSummary, month: str) -> str:
-    def line(who: str, usage: UsageSummary) -> str:
-        count = f"{usage.images} image{'' if usage.images == 1 else 's'}"
-        failures = f" ({usage.failed} failed)" if usage.failed else ""
-        return f"• {who}: {count}{failures}, about ${usage.cost_usd:.2f}"
-
+def usage_text(report: UsageReport, month: str) -> str:
     return "\n".join(
-        [
-            f"*Images in {month} so far* (estimated cost):",
-            line("You", mine),
-            line("This workspace", everyone),
-        ]
+        [f"*Images in {month} so far* (estimated cost):", *(f"• {line}" for line in report.lines())]
     )
 
 

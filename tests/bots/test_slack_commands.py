@@ -175,8 +175,8 @@ async def test_usage_reports_this_months_images_for_the_user_and_the_workspace(
 
         await slack.command("usage", user="U1")
         text = (await _ephemeral(slack))["text"]
-        assert "• You: 1 image, about $0.07" in text
-        assert "• This workspace: 2 images, about $0.13" in text
+        assert "• You: 1 image today, 1 image this month (about $0.07)." in text
+        assert "• This workspace: 2 images today, 2 images this month (about $0.13)." in text
 
 
 async def test_an_expired_response_url_falls_back_to_an_ephemeral_message(

@@ -8,8 +8,9 @@ from typing import Any
 
 from bots.slack import messages
 from core.catalog import load_catalog
-from core.jobs import Job, UsageSummary
+from core.jobs import Job, UsageReport, UsageSummary
 from core.options import Options
+from core.quotas import Limits
 
 CATALOG = load_catalog()
 
@@ -142,16 +143,20 @@ def test_help_names_every_option_and_model() -> None:
     assert "Gemini 3.1 Flash Image* (default)" in text
 
 
-def test_usage_counts_images_and_cost() -> None:
-    text = messages.usage_text(
-        UsageSummary(images=1, cost_usd=0.067),
-        UsageSummary(images=12, failed=2, cost_usd=1.2345),
-        "March",
+def test_usage_counts_images_cost_and_limits() -> None:
+    report = UsageReport(
+        user=UsageSummary(images=1, cost_usd=0.067),
+        tenant=UsageSummary(images=12, failed=2, cost_usd=1.2345),
+        user_today=1,
+        tenant_today=5,
+        limits=Limits(daily_per_user=20, monthly_budget_usd=50),
     )
-    assert text == (
+    assert messages.usage_text(report, "March") == (
         "*Images in March so far* (estimated cost):\n"
-        "• You: 1 image, about $0.07\n"
-        "• This workspace: 12 images (2 failed), about $1.23"
+        "• You: 1 of 20 images today, 1 image this month (about $0.07).\n"
+        "• This workspace: 5 images today, 12 images this month (about $1.23 of the $50.00 "
+        "monthly budget).\n"
+        "• Daily limits reset at 00:00 UTC, the budget on the 1st of the month."
     )
 
 

@@ -113,8 +113,9 @@ async def test_daily_limits_and_budget_are_enforced_and_shown_in_usage(
     assert (report.user_today, report.user.images, report.tenant_today) == (2, 2, 3)
     assert report.tenant.cost_usd == pytest.approx(0.201)
     lines = report.lines()
-    assert lines[0] == "You: 2 of 2 images today; 2 this month, about $0.13."
+    assert lines[0] == "You: 2 of 2 images today, 2 images this month (about $0.13)."
     assert lines[1] == (
-        "This workspace: 3 images today; 3 this month, about $0.20 of the $0.21 monthly budget."
+        "This workspace: 3 images today, 3 images this month (about $0.20 of the $0.21 "
+        "monthly budget)."
     )
     assert len(fake_gemini.requests) == 3
