@@ -41,7 +41,7 @@ class Settings(BaseSettings):
 
     # storage and jobs
     database_url: str = Field("sqlite:///data/imagebot.sqlite3", validation_alias="DATABASE_URL")
-    workers: int = Field(4, ge=1, le=256, validation_alias="IMAGEBOT_WORKERS")
+    workers: int = Field(8, ge=1, le=256, validation_alias="IMAGEBOT_WORKERS")
     max_jobs_per_user: int = Field(3, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
     lease_seconds: float = Field(30.0, gt=0, validation_alias="IMAGEBOT_LEASE_SECONDS")
     progress_interval_seconds: float = Field(
