@@ -1,0 +1,127 @@
+"""The Discord app: the client, its intents and event wiring, and serving until cancelled."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord import components, files
+from bots.discord.access import AccessLists
+from bots.discord.commands import Tree, add_commands
+from bots.discord.conversations import Conversations
+from bots.discord.delivery import NO_PING, DiscordDelivery
+from bots.discord.events import PLATFORM, RecentIds
+from bots.discord.interactions import Interactions
+from core.config import ConfigError, Settings
+from core.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def point_at(settings: Settings) -> None:
+    """Aim discord.py at DISCORD_API_URL and DISCORD_GATEWAY_URL (class-wide in discord.py)."""
+    Route.BASE = settings.discord_api_url.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def intents_for(settings: Settings) -> discord.Intents:
+    intents = discord.Intents.default()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    # Mentions of the bot, replies that ping it and DMs carry their text without the
+    # privileged Message Content intent; only ordinary messages in the bot's threads need
+    # it, so it is asked for only when DISCORD_THREAD_MESSAGES is on (and must then be
+    # switched on in the developer portal, or Discord refuses the connection).
+    intents.message_content = settings.discord_thread_messages
+    return intents
+
+
+class ImageBotClient(discord.Client):
+    """discord.py's client with our command tree, buttons and event handlers attached."""
+
+    def __init__(self, *, intents: discord.Intents, **options: Any) -> None:
+        super().__init__(intents=intents, allowed_mentions=NO_PING, **options)
+        self.tree = Tree(self)
+        self.handlers: Interactions | None = None
+        self.conversations: Conversations | None = None
+        self.delivery: DiscordDelivery | None = None
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(*components.DYNAMIC_ITEMS)
+        if self.delivery is not None:
+            self.delivery.logged_in()
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s in %d servers", self.user, len(self.guilds))
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self.conversations is not None and self.user is not None:
+            await self.conversations.on_message(message, self.user)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # Edit forms are read here rather than through discord.py's Modal objects, which
+        # live in memory only: a form opened before a restart is still answered after it.
+        if interaction.type is not discord.InteractionType.modal_submit or self.handlers is None:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        match = components.EDIT_FORM.fullmatch(custom_id)
+        if match is not None:
+            await self.handlers.edit_submitted(interaction, match["job"])
+
+
+class DiscordApp:
+    """The Discord adapter; `serve()` connects and handles Discord until cancelled."""
+
+    def __init__(self, settings: Settings, service: Service, **client_options: Any) -> None:
+        settings.require("DISCORD_BOT_TOKEN")
+        access = AccessLists.from_settings(settings)
+        point_at(settings)
+        self.settings = settings
+        self.client = ImageBotClient(intents=intents_for(settings), **client_options)
+        self.http = files.http_client()
+        recent = RecentIds()
+        self.delivery = DiscordDelivery(self.client, service)
+        self.client.delivery = self.delivery
+        self.client.handlers = Interactions(
+            settings, service, self.delivery, access, self.http, recent
+        )
+        self.client.conversations = Conversations(settings, service, access, self.http, recent)
+        add_commands(self.client.tree, service.catalog, dms=settings.discord_dms)
+        service.register(PLATFORM, self.delivery)
+
+    async def serve(self) -> None:
+        assert self.settings.discord_bot_token is not None
+        token = self.settings.discord_bot_token.get_secret_value()
+        try:
+            await self.client.start(token)
+        except discord.LoginFailure:
+            raise ConfigError(
+                "DISCORD_BOT_TOKEN was refused by Discord: copy the token again from the "
+                "developer portal (Bot → Reset Token)"
+            ) from None
+        except discord.PrivilegedIntentsRequired:
+            raise ConfigError(
+                "DISCORD_THREAD_MESSAGES needs the Message Content intent: switch it on in the "
+                "developer portal (Bot → Privileged Gateway Intents) or set "
+                "DISCORD_THREAD_MESSAGES=false"
+            ) from None
+        finally:
+            await self.client.close()
+            await self.http.aclose()
+
+    async def wait_until_ready(self) -> None:
+        await self.client.wait_until_ready()
+
+
+def create_app(settings: Settings, service: Service, **client_options: Any) -> DiscordApp:
+    """The Discord adapter, registered with `service` (call before `service.start()`).
+
+    `client_options` go to discord.Client (tests pass a short `guild_ready_timeout`).
+    """
+    return DiscordApp(settings, service, **client_options)

@@ -1,0 +1,184 @@
+"""The slash commands: /imagine, /imagine-settings and /imagine-usage, with catalog choices."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Protocol
+
+import discord
+from discord import app_commands
+
+from bots.discord import forms, messages
+from bots.discord.delivery import NO_PING
+from core.catalog import SIZES, Catalog, Model
+
+log = logging.getLogger(__name__)
+
+CHOICES_MAX = 25  # Discord's limit per option
+COMMAND_NAMES = ("imagine", "imagine-settings", "imagine-usage")
+
+
+class CommandHandlers(Protocol):
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        typed: forms.ImagineOptions,
+        images: list[discord.Attachment | None],
+    ) -> None: ...
+
+    async def show_settings(
+        self,
+        interaction: discord.Interaction,
+        *,
+        model: str | None,
+        aspect_ratio: str | None,
+        size: str | None,
+        reset: bool,
+    ) -> None: ...
+
+    async def show_usage(self, interaction: discord.Interaction) -> None: ...
+
+
+def _handlers(interaction: discord.Interaction) -> CommandHandlers:
+    handlers: CommandHandlers = interaction.client.handlers  # type: ignore[attr-defined]
+    return handlers
+
+
+class Tree(app_commands.CommandTree[discord.Client]):
+    """A command tree that answers, privately, when a command breaks, instead of going silent."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        log.error("command %r failed", interaction.data, exc_info=error)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(
+                    messages.failure(messages.INTERNAL), ephemeral=True, allowed_mentions=NO_PING
+                )
+            else:
+                await interaction.response.send_message(
+                    messages.failure(messages.INTERNAL), ephemeral=True, allowed_mentions=NO_PING
+                )
+        except discord.HTTPException:
+            log.warning("could not tell the user about the failure", exc_info=True)
+
+
+def model_choices(catalog: Catalog) -> list[app_commands.Choice[str]]:
+    """Each model by its friendly name and first alias: "Gemini 3 Pro Image (pro)"."""
+    choices = []
+    for model in catalog.models[:CHOICES_MAX]:
+        value = model.aliases[0] if model.aliases else model.id
+        label = f"{model.name} ({value})" if model.aliases else model.name
+        choices.append(app_commands.Choice(name=messages.clip(label, 100), value=value))
+    return choices
+
+
+def ratio_choices(catalog: Catalog) -> list[app_commands.Choice[str]]:
+    """Every ratio some model makes, marked with its shape and the models that make it."""
+    ratios: list[str] = []
+    for model in catalog.models:
+        ratios += [r for r in model.aspect_ratios if r not in ratios]
+    choices = []
+    for ratio in ratios[:CHOICES_MAX]:
+        width, _, height = ratio.partition(":")
+        shape = (
+            "square" if width == height else "landscape" if int(width) > int(height) else "portrait"
+        )
+        makers = catalog.supporting_ratio(ratio)
+        label = f"{ratio} {shape}"
+        if len(makers) < len(catalog.models):
+            label += f" ({', '.join(_short(m) for m in makers)} only)"
+        choices.append(app_commands.Choice(name=messages.clip(label, 100), value=ratio))
+    return choices
+
+
+def size_choices(catalog: Catalog) -> list[app_commands.Choice[str]]:
+    made = [size for size in SIZES if catalog.supporting_size(size)]
+    choices = []
+    for size in made:
+        makers = catalog.supporting_size(size)
+        label = size
+        if len(makers) < len(catalog.models):
+            label += f" ({', '.join(_short(m) for m in makers)})"
+        choices.append(app_commands.Choice(name=messages.clip(label, 100), value=size))
+    return choices
+
+
+def _short(model: Model) -> str:
+    return model.aliases[0] if model.aliases else model.name
+
+
+def add_commands(
+    tree: app_commands.CommandTree[discord.Client], catalog: Catalog, *, dms: bool
+) -> None:
+    """Define the commands on `tree`; the same definitions are run and synced."""
+    models, ratios, sizes = model_choices(catalog), ratio_choices(catalog), size_choices(catalog)
+    where = app_commands.allowed_contexts(guilds=True, dms=dms, private_channels=False)
+    installs = app_commands.allowed_installs(guilds=True, users=False)
+
+    @tree.command(name="imagine", description="Make an image from a prompt")
+    @where
+    @installs
+    @app_commands.describe(
+        prompt="What to draw; flags such as --ar 16:9 --size 2K work here too",
+        aspect_ratio="Shape of the image",
+        size="Resolution (larger sizes cost more and take longer)",
+        model="Which image model to use",
+        temperature="0 is steady, 1 is adventurous",
+        image="A reference image",
+        image2="Another reference image",
+        image3="A third reference image",
+        text="Also ask the model for a few words about the image",
+    )
+    @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        aspect_ratio: Optional[str] = None,  # noqa: UP045 - discord.py reads these at runtime
+        size: Optional[str] = None,  # noqa: UP045
+        model: Optional[str] = None,  # noqa: UP045
+        temperature: Optional[app_commands.Range[float, 0.0, 1.0]] = None,  # noqa: UP045
+        image: Optional[discord.Attachment] = None,  # noqa: UP045
+        image2: Optional[discord.Attachment] = None,  # noqa: UP045
+        image3: Optional[discord.Attachment] = None,  # noqa: UP045
+        text: Optional[bool] = None,  # noqa: UP045
+    ) -> None:
+        typed = forms.ImagineOptions(
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            size=size,
+            temperature=temperature,
+            text=text,
+        )
+        await _handlers(interaction).imagine(interaction, typed, [image, image2, image3])
+
+    @tree.command(name="imagine-settings", description="Your default model, aspect ratio and size")
+    @where
+    @installs
+    @app_commands.describe(
+        model="Default model",
+        aspect_ratio="Default shape",
+        size="Default resolution",
+        reset="Forget your defaults",
+    )
+    @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
+    async def imagine_settings(
+        interaction: discord.Interaction,
+        model: Optional[str] = None,  # noqa: UP045
+        aspect_ratio: Optional[str] = None,  # noqa: UP045
+        size: Optional[str] = None,  # noqa: UP045
+        reset: bool = False,
+    ) -> None:
+        await _handlers(interaction).show_settings(
+            interaction, model=model, aspect_ratio=aspect_ratio, size=size, reset=reset
+        )
+
+    @tree.command(
+        name="imagine-usage", description="Images made and their estimated cost this month"
+    )
+    @where
+    @installs
+    async def imagine_usage(interaction: discord.Interaction) -> None:
+        await _handlers(interaction).show_usage(interaction)

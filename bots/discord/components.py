@@ -1,0 +1,164 @@
+"""Buttons under results and the Edit form; their custom ids carry the job id across restarts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import discord
+
+from bots.discord.forms import CHANGE_FIELD
+
+_JOB = r"(?P<job>[0-9a-f]{32})"
+EDIT_FORM = re.compile(rf"imagebot:edit-form:{_JOB}")
+EDIT_TITLE = "Edit this image"
+TEXT_INPUT_MAX = 4000
+
+
+class ButtonHandlers(Protocol):
+    async def reroll(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+    async def upscale(self, interaction: discord.Interaction, job_id: str, size: str) -> None: ...
+
+    async def edit(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+
+def _handlers(interaction: discord.Interaction) -> ButtonHandlers:
+    handlers: ButtonHandlers = interaction.client.handlers  # type: ignore[attr-defined]
+    return handlers
+
+
+Button = discord.ui.Button[discord.ui.View]
+
+
+class RerollButton(discord.ui.DynamicItem[Button], template=rf"imagebot:reroll:{_JOB}"):
+    def __init__(self, job_id: str, *, label: str = "Re-roll") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="🎲",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagebot:reroll:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RerollButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).reroll(interaction, self.job_id)
+
+
+class UpscaleButton(
+    discord.ui.DynamicItem[Button], template=rf"imagebot:upscale:(?P<size>[0-9.]+K):{_JOB}"
+):
+    def __init__(self, job_id: str, size: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Upscale {size}",
+                emoji="🔍",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagebot:upscale:{size}:{job_id}",
+            )
+        )
+        self.job_id = job_id
+        self.size = size
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> UpscaleButton:
+        return cls(match["job"], match["size"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).upscale(interaction, self.job_id, self.size)
+
+
+class EditButton(discord.ui.DynamicItem[Button], template=rf"imagebot:edit:{_JOB}"):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Edit",
+                emoji="✏️",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"imagebot:edit:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> EditButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).edit(interaction, self.job_id)
+
+
+class DeleteButton(discord.ui.DynamicItem[Button], template=rf"imagebot:delete:{_JOB}"):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete",
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"imagebot:delete:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> DeleteButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).delete(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS = (RerollButton, UpscaleButton, EditButton, DeleteButton)
+
+
+def result_view(job_id: str, upscale_sizes: Sequence[str]) -> discord.ui.View:
+    """Re-roll, one Upscale per larger size, Edit and Delete."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(job_id))
+    for size in upscale_sizes:
+        view.add_item(UpscaleButton(job_id, size))
+    view.add_item(EditButton(job_id))
+    view.add_item(DeleteButton(job_id))
+    return view
+
+
+def failure_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(job_id, label="Try again"))
+    return view
+
+
+def edit_form(job_id: str, max_chars: int) -> discord.ui.Modal:
+    """The form the Edit button opens; its submission is read by custom id, not by this object.
+
+    A form can be submitted after a restart, when no Modal object is left in memory, so
+    submissions are handled from the raw interaction (see EDIT_FORM).
+    """
+    form = discord.ui.Modal(title=EDIT_TITLE, custom_id=f"imagebot:edit-form:{job_id}")
+    form.add_item(
+        discord.ui.TextInput(
+            label="What should change?",
+            custom_id=CHANGE_FIELD,
+            style=discord.TextStyle.paragraph,
+            placeholder="make it night-time and add a fox --ar 16:9",
+            max_length=min(TEXT_INPUT_MAX, max_chars),
+        )
+    )
+    return form

@@ -1,0 +1,222 @@
+"""Messages into requests: mentions, replies to the bot's images, the bot's threads and DMs.
+
+A reply to one of the bot's images continues from that image, so replying to an older one
+forks the conversation there. A mention starts a conversation (in a thread of its own when
+thread messages are on). Messages in a thread the bot started, and in a DM, follow the
+latest image of that thread or DM.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import discord
+import httpx
+
+from bots.discord import files, messages
+from bots.discord.access import AccessLists, is_allowed
+from bots.discord.delivery import NO_PING
+from bots.discord.events import PLATFORM, RecentIds, message_key, place_of, tenant_of
+from bots.discord.target import DEFAULT_UPLOAD_LIMIT, Target
+from core.config import Settings
+from core.errors import UserFacingError
+from core.jobs import Job, Request
+from core.service import Service
+
+log = logging.getLogger(__name__)
+
+Route = Literal["reply", "thread", "dm", "mention"]
+THREAD_NAME_MAX = 90
+THREAD_ARCHIVE_MINUTES = 1440
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What decides whether and how a message is a request to the bot."""
+
+    in_dm: bool
+    mentions_bot: bool
+    replies_to_bot: bool
+    in_bot_thread: bool
+    readable: bool  # has text or files (without MESSAGE_CONTENT most messages have neither)
+
+
+def route(facts: MessageFacts, *, dms: bool, thread_messages: bool) -> Route | None:
+    """How a message from a person is handled; None when it is not for the bot."""
+    if not facts.readable:
+        return None
+    if facts.in_dm:
+        if not dms:
+            return None
+        return "reply" if facts.replies_to_bot else "dm"
+    if facts.replies_to_bot:
+        return "reply"
+    if facts.in_bot_thread and (thread_messages or facts.mentions_bot):
+        return "thread"
+    if facts.mentions_bot:
+        return "mention"
+    return None
+
+
+def without_mention(content: str, bot_id: int) -> str:
+    """The text with the bot's mentions taken out."""
+    return re.sub(rf"<@!?{bot_id}>", " ", content).strip()
+
+
+def thread_name(text: str) -> str:
+    first_line = (text.strip().splitlines() or [""])[0]
+    return messages.clip(messages.no_ping(first_line), THREAD_NAME_MAX) or "imagebot"
+
+
+class Conversations:
+    def __init__(
+        self,
+        settings: Settings,
+        service: Service,
+        access: AccessLists,
+        http: httpx.AsyncClient,
+        recent: RecentIds,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.access = access
+        self.http = http
+        self.recent = recent
+
+    async def on_message(self, message: discord.Message, bot_user: discord.ClientUser) -> None:
+        if message.author.bot or message.webhook_id is not None:
+            return  # our own messages come back as events too
+        guild_id = message.guild.id if message.guild is not None else None
+        tenant = tenant_of(guild_id, message.author.id)
+        facts = MessageFacts(
+            in_dm=guild_id is None,
+            mentions_bot=any(user.id == bot_user.id for user in message.mentions),
+            replies_to_bot=await self._replies_to_bot(message, bot_user, tenant),
+            in_bot_thread=isinstance(message.channel, discord.Thread)
+            and message.channel.owner_id == bot_user.id,
+            readable=bool(message.content or message.attachments),
+        )
+        kind = route(
+            facts,
+            dms=self.settings.discord_dms,
+            thread_messages=self.settings.discord_thread_messages,
+        )
+        if kind is None:
+            return
+        if not self.recent.first_time(message_key(message.id)):
+            log.info("message %s delivered again; ignored", message.id)
+            return
+        place = place_of(message.author, guild_id, message.channel, message.channel.id)
+        if not is_allowed(self.access, place):
+            log.info("user %s ignored in channel %s", message.author.id, message.channel.id)
+            return
+        await self._handle(message, kind, without_mention(message.content, bot_user.id), tenant)
+
+    async def _replies_to_bot(
+        self, message: discord.Message, bot_user: discord.ClientUser, tenant: str
+    ) -> bool:
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return False
+        resolved = reference.resolved
+        if isinstance(resolved, discord.Message):
+            return resolved.author.id == bot_user.id
+        if isinstance(resolved, discord.DeletedReferencedMessage):
+            return False
+        if not (message.content or message.attachments):
+            return False
+        # not sent along: the store knows whether that message shows one of our jobs
+        job = await self.service.job_for_message(PLATFORM, tenant, str(reference.message_id))
+        return job is not None
+
+    async def _handle(self, message: discord.Message, kind: Route, text: str, tenant: str) -> None:
+        guild = message.guild
+        target = Target(
+            channel_id=message.channel.id,
+            guild_id=guild.id if guild is not None else None,
+            requester_id=message.author.id,
+            upload_limit=guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT,
+            reply_to=message.id,
+        )
+        thread_key: str | None = None
+        reply_to: str | None = None
+        new_thread = False
+        if kind == "reply":
+            assert message.reference is not None
+            reply_to = str(message.reference.message_id)
+        elif kind == "thread":
+            thread_key = str(message.channel.id)
+        elif kind == "dm":
+            thread_key = f"dm:{message.channel.id}"
+        elif self.settings.discord_thread_messages and isinstance(
+            message.channel, discord.TextChannel
+        ):
+            # a thread started from a message takes that message's id
+            thread_key = str(message.id)
+            new_thread = True
+        try:
+            fetched = await files.fetch(self.http, message.attachments, self.settings)
+            request = Request(
+                platform=PLATFORM,
+                tenant=tenant,
+                user_id=str(message.author.id),
+                text=text,
+                idempotency_key=message_key(message.id),
+                thread_key=thread_key,
+                reply_to=reply_to,
+                attachments=fetched,
+                target=target.to_dict(),
+            )
+
+            async def announce(job: Job, position: int) -> dict[str, Any]:
+                return await self._announce(message, target, text, position, new_thread=new_thread)
+
+            await self.service.submit(request, announce=announce)
+        except UserFacingError as exc:
+            log.info("message %s refused: %s %s", message.id, exc.message, exc.detail)
+            await _answer(message, messages.failure(exc.message))
+        except Exception:
+            log.exception("message %s failed", message.id)
+            await _answer(message, messages.failure(messages.INTERNAL))
+
+    async def _announce(
+        self,
+        message: discord.Message,
+        target: Target,
+        text: str,
+        position: int,
+        *,
+        new_thread: bool,
+    ) -> dict[str, Any]:
+        """Post the "queued" reply that becomes the result; where it went is the job's target."""
+        shown = messages.queued(position)
+        try:
+            if new_thread:
+                try:
+                    thread = await message.create_thread(
+                        name=thread_name(text), auto_archive_duration=THREAD_ARCHIVE_MINUTES
+                    )
+                except discord.HTTPException as exc:
+                    log.warning("could not open a thread on message %s: %s", message.id, exc)
+                else:
+                    sent = await thread.send(shown, allowed_mentions=NO_PING)
+                    # in its own thread the result needs no reply arrow
+                    return replace(
+                        target, channel_id=thread.id, reply_to=None, message_id=sent.id
+                    ).to_dict()
+            sent = await message.reply(shown, mention_author=False, allowed_mentions=NO_PING)
+        except discord.HTTPException as exc:
+            raise UserFacingError(
+                "I could not post in this channel.", detail=f"announce failed: {exc}"
+            ) from exc
+        return target.with_message(sent.id).to_dict()
+
+
+async def _answer(message: discord.Message, text: str) -> None:
+    try:
+        await message.reply(text, mention_author=False, allowed_mentions=NO_PING)
+    except discord.HTTPException as exc:
+        log.warning("could not answer message %s: %s", message.id, exc)

@@ -1,0 +1,50 @@
+"""Attachments users send on Discord, fetched from Discord's own file hosts with a size cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import discord
+import httpx
+
+from bots.discord import messages
+from core.config import Settings
+from core.downloads import download
+from core.errors import UserFacingError
+from core.jobs import Attachment
+
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+
+
+def http_client() -> httpx.AsyncClient:
+    # redirects are followed by download() itself, which checks every hop's host
+    return httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS, follow_redirects=False)
+
+
+def check_sizes(attachments: Sequence[discord.Attachment], max_bytes: int) -> None:
+    """Refuse, before any download, a file Discord already says is too big."""
+    for attachment in attachments:
+        if attachment.size > max_bytes:
+            raise UserFacingError(messages.too_big(attachment.filename, attachment.size, max_bytes))
+
+
+async def fetch(
+    client: httpx.AsyncClient, attachments: Sequence[discord.Attachment], settings: Settings
+) -> tuple[Attachment, ...]:
+    """The files' bytes, from the hosts in DISCORD_FILE_HOSTS only; the service checks them."""
+    check_sizes(attachments, settings.max_attachment_bytes)
+    hosts = settings.split(settings.discord_file_hosts)
+
+    async def one(attachment: discord.Attachment) -> Attachment:
+        data = await download(
+            client,
+            attachment.url,
+            name=attachment.filename,
+            allowed_hosts=hosts,
+            max_bytes=settings.max_attachment_bytes,
+            source="Discord",
+        )
+        return Attachment(name=attachment.filename, data=data)
+
+    return tuple(await asyncio.gather(*(one(a) for a in attachments)))

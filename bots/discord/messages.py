@@ -1,0 +1,168 @@
+"""What the bot says on Discord: message texts and result embeds, built from plain data."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import discord
+
+from core.catalog import Catalog
+from core.images import extension_for, format_megabytes, printable_name
+from core.jobs import Job, Outcome, UsageSummary
+from core.options import Options
+
+COLOUR = 0x5865F2
+DESCRIPTION_MAX = 4000
+FIELD_MAX = 1024
+FOOTER_MAX = 2000
+CONTENT_MAX = 2000
+INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
+UNKNOWN_JOB = "I cannot find that image any more; start a new request with /imagine."
+ONLY_REQUESTER = "Only the person who asked for this image can delete it."
+EXPIRED = "Your image is ready, but the original message could not be updated, so here it is."
+
+# "@everyone", "@here", <@123>, <@!123>, <@&123>: shown as typed, never as a ping
+_MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>")
+_TITLES = {"reroll": "🎲 Re-roll", "edit": "✏️ Edit"}
+
+
+def no_ping(text: str) -> str:
+    """`text` with every mention broken by a zero-width space, so it can never notify anyone."""
+    return _MENTION.sub(lambda m: m.group(0).replace("@", "@\u200b", 1), text)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def queued(position: int) -> str:
+    return f"⏳ Queued (#{position})…"
+
+
+def generating(elapsed_seconds: float) -> str:
+    if elapsed_seconds < 1:
+        return "🎨 Generating…"
+    return f"🎨 Generating… {elapsed_seconds:.0f} s"
+
+
+def failure(reason: str) -> str:
+    return clip(f"⚠️ {no_ping(reason)}", CONTENT_MAX)
+
+
+def describe_options(options: Options, catalog: Catalog) -> str:
+    """`Gemini 3 Pro Image · 16:9 · 2K · temp 0.4 · with text`."""
+    model = catalog.find(options.model or "")
+    parts = [model.name if model else (options.model or catalog.default.name)]
+    if options.aspect_ratio:
+        parts.append(options.aspect_ratio)
+    if options.size:
+        parts.append(options.size)
+    if options.temperature is not None:
+        parts.append(f"temp {options.temperature:g}")
+    if options.text:
+        parts.append("with text")
+    return " · ".join(parts)
+
+
+def image_filename(job: Job, index: int, mime_type: str) -> str:
+    suffix = f"-{index + 1}" if index else ""
+    return f"imagebot-{job.id[:8]}{suffix}{extension_for(mime_type)}"
+
+
+def display_limit(limit_bytes: int) -> int:
+    """The upload limit rounded down to what a message can name exactly (10 MiB → 10 MB).
+
+    Discord counts its limits in binary megabytes; a file fitted under the rounded value
+    fits both, and the note then reads "the 10 MB upload limit", as Discord's own help says.
+    """
+    step = 1_000_000 if limit_bytes >= 1_000_000 else 100_000 if limit_bytes >= 100_000 else 1
+    return max(1, limit_bytes // step * step)
+
+
+def title_for(job: Job) -> str | None:
+    if job.kind == "upscale":
+        return f"🔍 Upscaled to {job.options.size}" if job.options.size else "🔍 Upscaled"
+    return _TITLES.get(job.kind)
+
+
+def result_embed(
+    job: Job,
+    outcome: Outcome,
+    catalog: Catalog,
+    *,
+    image_name: str | None,
+    notes: list[str],
+) -> discord.Embed:
+    """The card under a result image: prompt, options, requester, the model's words, notes."""
+    description = None if job.kind == "upscale" else clip(no_ping(job.prompt), DESCRIPTION_MAX)
+    embed = discord.Embed(title=title_for(job), description=description, colour=COLOUR)
+    embed.add_field(name="Options", value=describe_options(job.options, catalog), inline=True)
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>", inline=True)
+    if outcome.text and job.options.text:
+        embed.add_field(name="Model", value=clip(no_ping(outcome.text), FIELD_MAX), inline=False)
+    if image_name is not None:
+        embed.set_image(url=f"attachment://{image_name}")
+    shown = [_sentence(note) for note in notes if note]
+    if shown:
+        embed.set_footer(text=clip(" ".join(shown), FOOTER_MAX))
+    return embed
+
+
+def fitted_note(note: str) -> str:
+    """FittedImage.note as said to the user: "The image was downscaled to … limit."."""
+    return f"The image was {note}."
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def usage_text(
+    mine: UsageSummary, server: UsageSummary | None, catalog: Catalog, month_start: datetime
+) -> str:
+    since = f"{month_start.day} {month_start:%B}"
+    lines = [f"**Usage this month** (since {since}, UTC)"]
+    lines.append(f"You: {_usage_line(mine)}")
+    if server is not None:
+        lines.append(f"This server: {_usage_line(server)}")
+        summary = server
+    else:
+        summary = mine
+    if summary.by_model:
+        names = []
+        for model_id, count in sorted(summary.by_model.items(), key=lambda kv: -kv[1]):
+            model = catalog.find(model_id)
+            names.append(f"{model.name if model else model_id} {count}")
+        lines.append("By model: " + ", ".join(names))
+    lines.append("Costs are estimates from published per-image prices.")
+    return "\n".join(lines)
+
+
+def _usage_line(summary: UsageSummary) -> str:
+    images = "1 image" if summary.images == 1 else f"{summary.images} images"
+    line = f"{images}, about ${summary.cost_usd:.2f}"
+    if summary.failed:
+        line += f" ({summary.failed} failed)"
+    return line
+
+
+def settings_text(options: Options, catalog: Catalog, *, saved: bool) -> str:
+    model = catalog.find(options.model or "")
+    model_text = f"**{model.name}**" if model else f"not set ({catalog.default.name})"
+    ratio_text = f"**{options.aspect_ratio}**" if options.aspect_ratio else "not set (the model's)"
+    size_text = f"**{options.size}**" if options.size else "not set (1K where the model has it)"
+    head = "Saved. Your defaults now:" if saved else "Your defaults:"
+    return (
+        f"{head}\n• Model: {model_text}\n• Aspect ratio: {ratio_text}\n• Size: {size_text}\n"
+        "Options given to /imagine, or typed as flags, win over these."
+    )
+
+
+def too_big(name: str, size: int, limit: int) -> str:
+    return (
+        f"`{no_ping(printable_name(name))}` is {format_megabytes(size, up=True)}; the limit is "
+        f"{format_megabytes(limit)}: send a smaller image."
+    )

@@ -1,0 +1,170 @@
+"""Conversations on Discord: mentions, replies to the bot's images (forks), DMs and the bot's
+threads, with history and attachments reaching the image API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bots.test_discord_harness import (
+    USER,
+    contents_of,
+    custom_ids,
+    discord_server,
+    image_size,
+    inline_images,
+    png,
+    running_bot,
+    texts,
+)
+from tests.fakes.discord import INTENT_MESSAGE_CONTENT
+from tests.fakes.gemini import FakeGemini, pixel_size
+
+
+async def test_a_mention_is_answered_with_a_reply_that_becomes_the_image(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        said = await bot.say("a fox in the snow --ar 9:16")
+        result = await bot.reply_to(said)
+
+    assert result.content == ""
+    [attachment] = result.attachments
+    assert image_size(attachment.data) == pixel_size("gemini-3.1-flash-image-preview", "9:16", "1K")
+    assert result.embeds[0]["description"] == "a fox in the snow"
+    assert custom_ids(result)[0].startswith("imagebot:reroll:")
+    # the reply said "Queued" first and was edited into the result: one bot message
+    [posted] = fake.calls_to("POST", rf"/channels/{fake.channel_id}/messages")
+    assert posted.json["content"] == "⏳ Queued (#1)…"
+    assert str(posted.json["message_reference"]["message_id"]) == said["id"]
+    assert [m.id for m in fake.channel_messages() if m.author_id == fake.bot_user_id] == [result.id]
+    assert texts(contents_of(fake_gemini)) == ["a fox in the snow"]
+
+
+async def test_a_reply_with_a_photo_sends_the_history_and_the_photo(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    photo = png(40, 30, "blue")
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        first = await bot.reply_to(await bot.say("a quiet harbour"))
+        upload = fake.add_attachment(photo, "boat.png")
+        # a reply that does not ping the bot still reaches it as a reply to its message
+        said = await bot.say("add this boat", attachments=[upload], reply_to=first, mention=True)
+        second = await bot.reply_to(said)
+
+    assert second.attachments
+    contents = contents_of(fake_gemini, 1)
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    assert texts(contents)[0] == "a quiet harbour" and texts(contents)[-1] == "add this boat"
+    assert inline_images(contents, "model") == [fake_gemini.responses[0].image]
+    assert inline_images(contents[2:], "user") == [photo]
+    assert len(fake.cdn_downloads) == 1
+
+
+async def test_replying_to_an_older_image_forks_from_it(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        first = await bot.reply_to(await bot.say("a red barn"))
+        second = await bot.reply_to(await bot.say("now in winter", reply_to=first))
+        await bot.reply_to(await bot.say("now at night", reply_to=second))
+        await bot.reply_to(await bot.say("now in autumn", reply_to=first))
+
+    assert texts(contents_of(fake_gemini, 2)) == ["a red barn", "now in winter", "now at night"]
+    forked = contents_of(fake_gemini, 3)
+    assert texts(forked) == ["a red barn", "now in autumn"]
+    assert inline_images(forked, "model") == [fake_gemini.responses[0].image]
+
+
+async def test_a_message_delivered_twice_makes_one_image(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        said = await bot.say("a single lamp")
+        await fake.dispatch("MESSAGE_CREATE", said)
+        await bot.reply_to(said)
+        # a later message proves the second copy was handled (and ignored) by now
+        await bot.reply_to(await bot.say("a second lamp"))
+
+    assert len(fake_gemini.requests) == 2
+    replies = [
+        m
+        for m in fake.channel_messages()
+        if (m.message_reference or {}).get("message_id") == said["id"]
+    ]
+    assert len(replies) == 1
+
+
+async def test_a_refused_request_is_answered_in_one_sentence(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        said = await bot.say("a dog --model 2.5-flash --size 4K")
+        answer = await fake.wait_for_message(
+            lambda m: (m.message_reference or {}).get("message_id") == said["id"]
+        )
+
+    assert answer.content.startswith("⚠️ 4K is not available on Gemini 2.5 Flash Image")
+    assert fake_gemini.requests == []
+
+
+async def test_direct_messages_continue_the_latest_image(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        dm = fake.add_dm_channel(USER)
+        first = await bot.reply_to(await bot.say("a paper crane", mention=False, channel_id=dm))
+        await bot.reply_to(await bot.say("make it gold", mention=False, channel_id=dm))
+
+    assert first.channel_id == dm and first.attachments
+    assert texts(contents_of(fake_gemini, 1)) == ["a paper crane", "make it gold"]
+
+
+async def test_direct_messages_are_ignored_when_turned_off(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with (
+        discord_server() as fake,
+        running_bot(tmp_path, fake_gemini, fake, DISCORD_DMS="false") as bot,
+    ):
+        dm = fake.add_dm_channel(USER)
+        await bot.say("a paper crane", mention=False, channel_id=dm)
+        # a mention in the channel afterwards is answered, so the DM was seen and skipped
+        await bot.reply_to(await bot.say("a heron"))
+
+    assert texts(contents_of(fake_gemini)) == ["a heron"]
+    assert fake.channel_messages(dm)[-1].author_id == USER
+
+
+async def test_with_thread_messages_a_mention_opens_a_thread_that_continues_without_mentions(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with (
+        discord_server() as fake,
+        running_bot(tmp_path, fake_gemini, fake, DISCORD_THREAD_MESSAGES="true") as bot,
+    ):
+        said = await bot.say("a castle on a hill")
+        thread_id = int(said["id"])
+        first = await fake.wait_for_message(
+            lambda m: bool(m.attachments), channel_id=thread_id, timeout=10
+        )
+        await bot.delivered(first)
+        await bot.say("add a dragon", mention=False, channel_id=thread_id)
+        second = await fake.wait_for_message(
+            lambda m: bool(m.attachments) and m.id != first.id, channel_id=thread_id
+        )
+        await bot.delivered(second)
+
+    assert fake.channels[thread_id]["name"] == "a castle on a hill"
+    assert first.message_reference is None  # in its own thread, the result needs no reply arrow
+    assert texts(contents_of(fake_gemini, 1)) == ["a castle on a hill", "add a dragon"]
+    assert (fake.intents or 0) & INTENT_MESSAGE_CONTENT
+
+
+async def test_without_thread_messages_plain_chatter_is_ignored(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        await bot.say("just chatting about lighthouses", mention=False)
+        await bot.reply_to(await bot.say("a lighthouse"))
+
+    assert len(fake_gemini.requests) == 1
