@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         help="slack and/or discord (default: every configured one)",
     )
 
+    sync = commands.add_parser("discord-sync", help="register the Discord slash commands")
+    sync.add_argument(
+        "--guild",
+        type=int,
+        metavar="ID",
+        help="one server, at once (default: every server, within the hour)",
+    )
+
     fake = commands.add_parser("fake-gemini", help="serve the fake image API for development")
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument("--host", default="127.0.0.1")
@@ -136,6 +144,15 @@ async def _run(settings: Settings, wanted: Sequence[str]) -> int:
     return 0
 
 
+async def _discord_sync(settings: Settings, guild: int | None) -> int:
+    from bots.discord import sync_commands
+
+    names = await sync_commands(settings, guild)
+    where = f"in server {guild}" if guild else "in every server"
+    print(f"Registered {', '.join('/' + name for name in names)} {where}.")
+    return 0
+
+
 def _fake_gemini(args: argparse.Namespace) -> int:
     # the fake lives with the tests, so it runs from a source checkout only
     checkout = Path(__file__).resolve().parents[1]
@@ -166,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_generate(settings, args))
         if args.command == "chat":
             return asyncio.run(_chat(settings))
+        if args.command == "discord-sync":
+            return asyncio.run(_discord_sync(settings, args.guild))
         return asyncio.run(_run(settings, args.platforms))
     except (ConfigError, UserFacingError) as exc:
         _stderr(f"imagebot: {exc}")

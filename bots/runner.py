@@ -38,17 +38,25 @@ async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
             if settings.metrics_port is not None
             else None
         )
-        task = asyncio.current_task()
+        serving = [asyncio.create_task(app.serve()) for app in apps]
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        if task is not None:
-            # a platform's SIGTERM (a deploy, a restart) ends the process like Ctrl-C
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        # a platform's SIGTERM (a deploy, a restart) ends the process like Ctrl-C
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
         try:
-            await asyncio.gather(*(app.serve() for app in apps))
-        except asyncio.CancelledError:
-            pass
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([*serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            for task in done:
+                if task is not stopped and not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
+            # the service stops first, so deliveries under way still have their platforms
+            await service.stop()
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
             if exporter is not None:
                 await exporter.cleanup()
 
