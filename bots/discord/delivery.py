@@ -111,7 +111,7 @@ class DiscordDelivery:
         for index, image in enumerate(outcome.images):
             fitted = await images.fit_under(image.data, image.mime_type, limit)
             if fitted.note:
-                log.info("job=%s image %d %s", job.id, index + 1, fitted.note)
+                log.info("image %d %s", index + 1, fitted.note, extra={"job_id": job.id})
                 note = messages.fitted_note(fitted.note)
                 if note not in notes:
                     notes.append(note)

@@ -183,7 +183,7 @@ class Interactions:
                 return
             await interaction.response.defer()
             await interaction.delete_original_response()
-            log.info("job=%s result deleted by its requester", job.id)
+            log.info("result deleted by its requester", extra={"job_id": job.id})
         except discord.HTTPException as exc:
             _log_late(interaction, exc)
         except Exception:
@@ -327,7 +327,9 @@ class Interactions:
                 await self.delivery.show_text(target, messages.queued(position))
             except Exception as exc:
                 # the job runs anyway; its delivery posts a new message if this one is gone
-                log.warning("job=%s could not show its place in the queue: %r", job.id, exc)
+                log.warning(
+                    "could not show its place in the queue: %r", exc, extra={"job_id": job.id}
+                )
             return None
 
         return announce

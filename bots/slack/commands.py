@@ -57,7 +57,7 @@ class Commands:
             command_request(command), announce=self.ctx.delivery.announce
         )
         if not submitted.created:
-            log.info("job=%s: repeated delivery of one command", submitted.job.id)
+            log.info("repeated delivery of one command", extra={"job_id": submitted.job.id})
 
     async def _settings(self, command: SlashCommand) -> None:
         current = await self.ctx.service.user_defaults(PLATFORM, command.team_id, command.user_id)

@@ -78,7 +78,7 @@ class SlackDelivery:
         try:
             await self._link(job, target.posted(ts))
         except Exception as exc:
-            log.exception("job=%s could not link its status message", job.id)
+            log.exception("could not link its status message", extra={"job_id": job.id})
             await self._show_quietly(
                 target.channel, ts, messages.failed(job, self.catalog, messages.INTERNAL)
             )
@@ -128,7 +128,9 @@ class SlackDelivery:
                 error = str(exc.response.get("error"))
                 if error not in UNDELIVERABLE:
                     raise
-                log.warning("job=%s cannot be shown in %s: %s", job.id, target.channel, error)
+                log.warning(
+                    "cannot be shown in %s: %s", target.channel, error, extra={"job_id": job.id}
+                )
                 keys = [target.status_key] if target.status_key else []
         self._locks.pop(job.id, None)
         self._uploaded.pop(job.id, None)
@@ -205,7 +207,7 @@ class SlackDelivery:
             await self._quietly(
                 "chat.delete", self.client.chat_delete(channel=target.channel, ts=target.ts)
             )
-        log.info("job=%s deleted by its requester", job.id)
+        log.info("deleted by its requester", extra={"job_id": job.id})
 
     async def _quietly(self, what: str, call: Any) -> None:
         try:

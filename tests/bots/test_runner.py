@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.bots.test_cli import REPO, _env
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.slack import FakeSlack
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_procfile_process_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    port = _free_port()
+    async with FakeSlack() as slack:
+        env = _env(
+            tmp_path,
+            fake_gemini,
+            SLACK_BOT_TOKEN=slack.bot_token,
+            SLACK_SIGNING_SECRET="signing-secret-for-tests",
+            SLACK_API_URL=slack.api_url,
+            PORT=str(port),
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bots.slack",
+            cwd=str(REPO),
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                deadline = asyncio.get_running_loop().time() + 20
+                while True:
+                    try:
+                        health = await client.get("/healthz")
+                        break
+                    except httpx.ConnectError:
+                        assert asyncio.get_running_loop().time() < deadline, "never listened"
+                        await asyncio.sleep(0.05)
+                scraped = await client.get("/metrics")
+            assert health.json() == {"ok": True}
+            assert "imagebot_jobs_running" in scraped.text
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), timeout=20)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+        assert code == 0, log
+        assert "Traceback" not in log
