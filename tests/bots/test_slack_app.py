@@ -213,6 +213,20 @@ async def test_slash_command_is_acked_at_once_and_the_image_lands_in_the_status_
         assert "16:9" in str(done["blocks"])
 
 
+async def test_a_prompt_with_the_word_payload_is_read_as_a_command(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        status_code, _, _ = await slack.command("a truck and its payload --ar 3:2")
+        assert status_code == 200
+        status = await slack.status_posted()
+        assert "a truck and its payload" in slack.fake.messages[status]["text"]
+        await slack.final(status)
+        [request] = fake_gemini.requests
+        assert request.json is not None
+        assert request.json["contents"][0]["parts"] == [{"text": "a truck and its payload"}]
+
+
 async def test_socket_mode_acks_the_command_envelope_promptly_and_delivers(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
