@@ -9,16 +9,18 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import textwrap
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from core.catalog import Catalog, Model, load_catalog
 
@@ -105,6 +107,50 @@ def render_png(prompt: str, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+PHOTO_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+def render_photo(width: int, height: int, fmt: str = "jpeg", seed: int = 0) -> bytes:
+    """A photo-like picture: smooth colour fields under fine grain, which compresses about as
+    badly as a real photograph (a 4K JPEG of several MB), unlike the flat `render_png`."""
+    rng = random.Random(seed)
+    cells = (max(2, width // 48), max(2, height // 48))
+    coarse = Image.frombytes("RGB", cells, rng.randbytes(cells[0] * cells[1] * 3))
+    fields = coarse.resize((width, height), Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((width, height), 12)
+    grain_rgb = Image.merge(
+        "RGB",
+        (
+            grain,
+            grain.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            grain.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        ),
+    )
+    image = ImageChops.add(fields, grain_rgb, scale=1.0, offset=-128)
+    out = io.BytesIO()
+    if fmt == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:
+        image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def stamp(data: bytes, note: str) -> bytes:
+    """The same picture with `note` written into its metadata, so every answer's bytes (and
+    hash) are its own without rendering again."""
+    text = note.encode("latin-1", "replace")[:60000]
+    if data.startswith(_MIME_MAGIC["image/png"]):
+        body = b"tEXt" + b"imagebot\0" + text
+        chunk = len(body) - 4
+        crc = zlib.crc32(body) & 0xFFFFFFFF
+        # after the signature (8 bytes) and IHDR (25 bytes)
+        return data[:33] + chunk.to_bytes(4, "big") + body + crc.to_bytes(4, "big") + data[33:]
+    if data.startswith(_MIME_MAGIC["image/jpeg"]):
+        segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+        return data[:2] + segment + data[2:]
+    raise ValueError("stamp() takes PNG or JPEG data")
+
+
 @dataclass
 class Fault:
     """A misbehaviour applied to the next request.
@@ -133,6 +179,7 @@ class RecordedRequest:
     json: Any | None
     status: int | None = None  # None while in progress, and for a dropped connection
     received_at: float = 0.0  # time.monotonic() on arrival
+    answered_at: float = 0.0  # time.monotonic() once the whole answer was written; 0.0 if none
 
 
 @dataclass
@@ -202,7 +249,12 @@ class _Checked:
 
 
 class FakeGemini:
-    """The fake server. `faults` are consumed one per API request, in order."""
+    """The fake server. `faults` are consumed one per API request, in order.
+
+    With `photo` set to "jpeg" or "png", images are photo-like pictures of realistic byte size
+    (rendered once per pixel size, then made unique per answer) instead of a flat colour with
+    the prompt written on it.
+    """
 
     def __init__(
         self,
@@ -210,10 +262,16 @@ class FakeGemini:
         api_key: str | None = "test-key",
         latency: float = 0.0,
         catalog: Catalog | None = None,
+        photo: str | None = None,
     ) -> None:
+        if photo is not None and photo not in PHOTO_FORMATS:
+            raise ValueError(f"photo must be one of {', '.join(PHOTO_FORMATS)}, not {photo!r}")
         self.api_key = api_key
         self.latency = latency
         self.catalog = catalog or load_catalog()
+        self.photo = photo
+        self._photos: dict[tuple[int, int], bytes] = {}
+        self._photo_lock = asyncio.Lock()
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.responses: list[RecordedResponse] = []
@@ -333,6 +391,14 @@ class FakeGemini:
                 request.transport.close()
                 return web.Response(status=204)
             record.status = response.status
+            try:
+                # written here rather than after returning, to know when the answer left
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass
+            else:
+                record.answered_at = time.monotonic()
             return response
         finally:
             await self._notify()
@@ -669,7 +735,12 @@ class FakeGemini:
         model = checked.model
         prompt = self._prompt(checked.contents)
         width, height = pixel_size(model.id, checked.aspect_ratio, checked.size)
-        png = await asyncio.to_thread(render_png, prompt, width, height)
+        if self.photo is not None:
+            mime_type = PHOTO_FORMATS[self.photo]
+            png = stamp(await self._photo((width, height)), f"{uuid.uuid4().hex} {prompt}")
+        else:
+            mime_type = "image/png"
+            png = await asyncio.to_thread(render_png, prompt, width, height)
         signing = model.thought_signatures
         signatures: list[str] = []
         parts: list[dict[str, Any]] = []
@@ -680,7 +751,7 @@ class FakeGemini:
             text = f"Here is {prompt[:200] or 'your picture'}."
             parts.append({"text": text})
         parts.append(
-            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}
+            {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(png).decode()}}
         )
         if signing:
             for part in parts:
@@ -692,7 +763,7 @@ class FakeGemini:
         response_id = uuid.uuid4().hex[:22]
         self.responses.append(
             RecordedResponse(
-                model.id, response_id, "image/png", png, (width, height), text, signatures
+                model.id, response_id, mime_type, png, (width, height), text, signatures
             )
         )
         return web.json_response(
@@ -709,6 +780,13 @@ class FakeGemini:
                 "responseId": response_id,
             }
         )
+
+    async def _photo(self, size: tuple[int, int]) -> bytes:
+        async with self._photo_lock:
+            if size not in self._photos:
+                assert self.photo is not None
+                self._photos[size] = await asyncio.to_thread(render_photo, *size, self.photo)
+            return self._photos[size]
 
 
 async def serve(host: str, port: int, *, api_key: str | None = None, latency: float = 0.0) -> None:
