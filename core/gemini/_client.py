@@ -1,0 +1,151 @@
+"""The async client: one connection pool, retries with backoff under a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+from types import TracebackType
+
+import httpx
+
+from core import metrics
+from core.gemini._errors import (
+    GeminiError,
+    _connect_seconds,
+    _scrub,
+    _transport_error,
+    error_from_response,
+)
+from core.gemini._responses import parse_response
+from core.gemini._types import (
+    ImageRequest,
+    ImageResult,
+)
+from core.gemini._wire import encode_body
+
+log = logging.getLogger("core.gemini")
+
+
+class GeminiClient:
+    """Calls generateContent over one shared connection pool, with bounded retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_seconds: float = 300.0,
+        max_attempts: int = 4,
+        deadline_seconds: float = 600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base_seconds: float = 1.0,
+        backoff_cap_seconds: float = 30.0,
+        max_connections: int = 32,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self.max_attempts = max_attempts
+        self.deadline_seconds = deadline_seconds
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_cap_seconds = backoff_cap_seconds
+        self._api_key = api_key
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_seconds, connect=_connect_seconds(timeout_seconds)),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            follow_redirects=False,  # a redirect must not carry the key to another host
+        )
+
+    def __repr__(self) -> str:
+        return f"GeminiClient(base_url={self.base_url!r}, max_attempts={self.max_attempts})"
+
+    async def __aenter__(self) -> GeminiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def url_for(self, model_id: str) -> str:
+        return f"{self.base_url}/v1beta/models/{model_id}:generateContent"
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        """One generation; raises GeminiError (or GenerationBlocked) when there is no result."""
+        body = await asyncio.to_thread(encode_body, request)
+        url = self.url_for(request.model_id)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._attempt(url, body, request.model_id)
+            except GeminiError as exc:
+                error = _scrub(exc, self._api_key)
+                error.attempts = attempt
+                if not error.retryable or attempt >= self.max_attempts:
+                    if attempt > 1:
+                        error.detail += f" (gave up after {attempt} attempts)"
+                    raise
+                delay = self._delay(error, attempt)
+                if time.monotonic() - started + delay > self.deadline_seconds:
+                    error.detail += (
+                        f" (gave up after {attempt} attempts: the next wait of {delay:.1f} s "
+                        f"would pass the {self.deadline_seconds:g} s deadline)"
+                    )
+                    raise
+                log.warning(
+                    "image API attempt %d of %d failed (%s: %s); retrying in %.2f s",
+                    attempt,
+                    self.max_attempts,
+                    error.reason,
+                    error.detail,
+                    delay,
+                )
+                metrics.API_RETRIES.labels(error.reason).inc()
+                await asyncio.sleep(delay)
+            else:
+                return replace(result, attempts=attempt)
+
+    def _delay(self, error: GeminiError, attempt: int) -> float:
+        if error.retry_after is not None:
+            return error.retry_after
+        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
+
+    async def _attempt(self, url: str, body: bytes, model_id: str) -> ImageResult:
+        sent = time.monotonic()
+        try:
+            response = await self._http.post(url, content=body, headers=self._headers)
+        except httpx.TransportError as exc:
+            metrics.API_LATENCY.labels("0").observe(time.monotonic() - sent)
+            raise _transport_error(exc, self.timeout_seconds) from exc
+        metrics.API_LATENCY.labels(str(response.status_code)).observe(time.monotonic() - sent)
+        if response.status_code == 200:
+            # A 200 that cannot be read is not retried: the generation may have been charged.
+            if len(response.content) > 1_000_000:
+                return await asyncio.to_thread(parse_response, response.content, model_id=model_id)
+            return parse_response(response.content, model_id=model_id)
+        raise error_from_response(
+            response.status_code, response.content, response.headers, model_id=model_id
+        )
