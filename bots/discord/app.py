@@ -93,7 +93,7 @@ class DiscordApp:
         )
         self.client.conversations = Conversations(settings, service, access, self.http, recent)
         add_commands(self.client.tree, service.catalog, dms=settings.discord_dms)
-        service.register(PLATFORM, self.delivery)
+        service.register(PLATFORM, self.delivery, tenant_noun="server")
 
     async def serve(self) -> None:
         assert self.settings.discord_bot_token is not None

@@ -247,15 +247,12 @@ class Interactions:
             return
         tenant = tenant_of(interaction.guild_id, interaction.user.id)
         try:
-            mine = await self.service.usage(PLATFORM, tenant, str(interaction.user.id))
-            server = (
-                await self.service.usage(PLATFORM, tenant, None)
-                if interaction.guild_id is not None
-                else None
-            )
+            report = await self.service.usage_report(PLATFORM, tenant, str(interaction.user.id))
             now = datetime.now(UTC)
             month = datetime(now.year, now.month, 1, tzinfo=UTC)
-            text = messages.usage_text(mine, server, self.catalog, month)
+            text = messages.usage_text(
+                report, self.catalog, month, in_server=interaction.guild_id is not None
+            )
         except Exception:
             log.exception("usage for user %s failed", interaction.user.id)
             text = messages.failure(messages.INTERNAL)

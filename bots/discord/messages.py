@@ -9,7 +9,7 @@ import discord
 
 from core.catalog import Catalog
 from core.images import extension_for, format_megabytes, printable_name
-from core.jobs import Job, Outcome, UsageSummary
+from core.jobs import Job, Outcome, UsageReport
 from core.options import Options
 
 COLOUR = 0x5865F2
@@ -121,32 +121,23 @@ def _sentence(text: str) -> str:
 
 
 def usage_text(
-    mine: UsageSummary, server: UsageSummary | None, catalog: Catalog, month_start: datetime
+    report: UsageReport, catalog: Catalog, month_start: datetime, *, in_server: bool
 ) -> str:
     since = f"{month_start.day} {month_start:%B}"
-    lines = [f"**Usage this month** (since {since}, UTC)"]
-    lines.append(f"You: {_usage_line(mine)}")
-    if server is not None:
-        lines.append(f"This server: {_usage_line(server)}")
-        summary = server
-    else:
-        summary = mine
-    if summary.by_model:
+    you, server, *limits = report.lines()
+    lines = [f"**Usage this month** (since {since}, UTC)", you]
+    if in_server:  # a DM is its own "server" of one: the second line would repeat the first
+        lines.append(server)
+    by_model = report.tenant.by_model if in_server else report.user.by_model
+    if by_model:
         names = []
-        for model_id, count in sorted(summary.by_model.items(), key=lambda kv: -kv[1]):
+        for model_id, count in sorted(by_model.items(), key=lambda kv: -kv[1]):
             model = catalog.find(model_id)
             names.append(f"{model.name if model else model_id} {count}")
         lines.append("By model: " + ", ".join(names))
+    lines += limits
     lines.append("Costs are estimates from published per-image prices.")
     return "\n".join(lines)
-
-
-def _usage_line(summary: UsageSummary) -> str:
-    images = "1 image" if summary.images == 1 else f"{summary.images} images"
-    line = f"{images}, about ${summary.cost_usd:.2f}"
-    if summary.failed:
-        line += f" ({summary.failed} failed)"
-    return line
 
 
 def settings_text(options: Options, catalog: Catalog, *, saved: bool) -> str:

@@ -175,7 +175,8 @@ async def test_settings_are_saved_per_user_and_used_by_imagine_and_usage_counts_
     assert request.path == "/v1beta/models/gemini-3-pro-image-preview:generateContent"
     assert request.json["generationConfig"]["imageConfig"]["imageSize"] == "2K"
     text = _private_text(fake, usage) or ""
-    assert "You: 1 image, about $0.13" in text and "This server: 1 image" in text
+    assert "You: 1 image today, 1 image this month (about $0.13)." in text
+    assert "This server: 1 image today, 1 image this month (about $0.13)." in text
     assert_every_interaction_answered_in_time(fake)
 
 

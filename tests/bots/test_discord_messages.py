@@ -10,8 +10,9 @@ from bots.discord.forms import form_values, precheck
 from bots.discord.target import Target
 from core.catalog import load_catalog
 from core.errors import UserFacingError
-from core.jobs import Job, Outcome, UsageSummary
+from core.jobs import Job, Outcome, UsageReport, UsageSummary
 from core.options import Options
+from core.quotas import Limits
 
 CATALOG = load_catalog()
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -82,15 +83,25 @@ def test_upload_limits_are_named_in_whole_megabytes_and_files_fitted_under_them(
 def test_usage_counts_images_and_cost_for_the_user_and_the_server() -> None:
     from datetime import UTC, datetime
 
-    mine = UsageSummary(images=1, cost_usd=0.134, by_model={"gemini-3-pro-image-preview": 1})
-    server = UsageSummary(
-        images=3, failed=1, cost_usd=0.268, by_model={"gemini-3-pro-image-preview": 3}
+    report = UsageReport(
+        user=UsageSummary(images=1, cost_usd=0.134, by_model={"gemini-3-pro-image-preview": 1}),
+        tenant=UsageSummary(
+            images=3, failed=1, cost_usd=0.268, by_model={"gemini-3-pro-image-preview": 3}
+        ),
+        user_today=1,
+        tenant_today=2,
+        limits=Limits(daily_per_user=10),
+        tenant_noun="server",
     )
-    text = messages.usage_text(mine, server, CATALOG, datetime(2025, 3, 1, tzinfo=UTC))
+    month = datetime(2025, 3, 1, tzinfo=UTC)
+    text = messages.usage_text(report, CATALOG, month, in_server=True)
     assert "since 1 March" in text
-    assert "You: 1 image, about $0.13" in text
-    assert "This server: 3 images, about $0.27 (1 failed)" in text
+    assert "You: 1 of 10 images today, 1 image this month (about $0.13)." in text
+    assert "This server: 2 images today, 3 images this month (about $0.27)." in text
     assert "By model: Gemini 3 Pro Image 3" in text
+    assert "Daily limits reset at 00:00 UTC" in text
+    in_dm = messages.usage_text(report, CATALOG, month, in_server=False)
+    assert "This server" not in in_dm and "By model: Gemini 3 Pro Image 1" in in_dm
 
 
 def test_a_target_survives_the_round_trip_through_the_store() -> None:
