@@ -54,23 +54,23 @@ def check(limits: Limits, counts: Counts, next_cost: float, now: datetime, scope
     """
     if limits.in_flight_total and counts.total_in_flight >= limits.in_flight_total:
         raise UserFacingError(
-            f"imagebot is busy with {counts.total_in_flight} images right now; "
+            f"imagebot is busy with {_images(counts.total_in_flight)} right now; "
             "try again in a minute."
         )
     if limits.in_flight_per_user and counts.user_in_flight >= limits.in_flight_per_user:
         raise UserFacingError(
-            f"You already have {counts.user_in_flight} images in progress (the limit is "
+            f"You already have {_images(counts.user_in_flight)} in progress (the limit is "
             f"{limits.in_flight_per_user}): wait for one to finish, then ask again."
         )
     tomorrow = day_start(now) + timedelta(days=1)
     if limits.daily_per_user and counts.user_today >= limits.daily_per_user:
         raise UserFacingError(
-            f"You have made {counts.user_today} images today, your daily limit; it resets at "
+            f"You have made {_images(counts.user_today)} today, your daily limit; it resets at "
             f"00:00 UTC, in {_in(tomorrow - now)}."
         )
     if limits.daily_per_tenant and counts.tenant_today >= limits.daily_per_tenant:
         raise UserFacingError(
-            f"{scope.capitalize()} has made {counts.tenant_today} images today, its daily "
+            f"{scope.capitalize()} has made {_images(counts.tenant_today)} today, its daily "
             f"limit; it resets at 00:00 UTC, in {_in(tomorrow - now)}."
         )
     budget = limits.monthly_budget_usd
@@ -81,3 +81,7 @@ def check(limits: Limits, counts: Counts, next_cost: float, now: datetime, scope
             f"${budget:.2f} monthly image budget, not enough for this "
             f"${next_cost:.3f} image; it resets on {resets:%B} 1 (UTC)."
         )
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
