@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Collection, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -24,9 +25,18 @@ def host_allowed(url: str, allowed_hosts: Collection[str]) -> bool:
     for allowed in allowed_hosts:
         allowed = allowed.lower()
         if host == allowed.lstrip(".") or (allowed.startswith(".") and host.endswith(allowed)):
-            # plain http only for hosts named outright (a local test server), never by suffix
-            return parts.scheme == "https" or host == allowed
+            # a bot token must never travel unencrypted: plain http only on this machine
+            return parts.scheme == "https" or _loopback(host)
     return False
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def download(

@@ -25,6 +25,7 @@ EXAMPLES = {
     "model": "--model pro",
     "temperature": "--temp 0.4",
 }
+TEMPERATURE_ERROR = "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), not `{raw}`."
 # Slack and macOS turn "--" into an em or en dash as people type.
 _DASHES = ("--", "\u2014", "\u2013")
 _TOKEN = re.compile(r"\S+")
@@ -156,9 +157,7 @@ def _parse_value(field: str, flag: str, raw: str) -> object:
         except ValueError:
             value = math.nan
         if not 0.0 <= value <= 1.0:
-            raise UserFacingError(
-                f"`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), not `{raw}`."
-            )
+            raise UserFacingError(TEMPERATURE_ERROR.format(raw=raw))
         return value
     return raw  # model: checked against the catalog in resolve()
 
@@ -235,6 +234,9 @@ def resolve(
         ratio = defaults.aspect_ratio if defaults.aspect_ratio in model.aspect_ratios else None
 
     check_reference_count(model, reference_images, catalog)
+    if typed.temperature is not None:
+        # typed options may come from a form rather than this grammar: check them here too
+        _parse_value("temperature", "temp", str(typed.temperature))
     temperature = typed.temperature if typed.temperature is not None else defaults.temperature
     with_text = bool(typed.text if typed.text is not None else defaults.text)
     return ResolvedOptions(model, ratio, size, temperature, with_text)

@@ -196,13 +196,19 @@ class Service:
         self,
         job_id: str,
         *,
+        platform: str,
+        tenant: str,
         user_id: str,
         idempotency_key: str,
         target: dict[str, Any],
         announce: Announce | None = None,
     ) -> Submitted:
-        """The same request again: a new image made beside the first (a sibling turn)."""
+        """The same request again: a new image made beside the first (a sibling turn).
+
+        `platform` and `tenant` are where the click came from: never another tenant's job.
+        """
         original = await self._job_or_fail(job_id)
+        self._same_tenant(original, platform, tenant)
         existing = await self.store.job_by_key(idempotency_key)
         if existing is not None:
             return Submitted(existing, created=False, position=0)
@@ -307,8 +313,7 @@ class Service:
         parent: Turn | None = None
         if request.continue_job is not None:
             job = await self._job_or_fail(request.continue_job)
-            if job.tenant != request.tenant or job.platform != request.platform:
-                raise UserFacingError("That image belongs to another workspace.")
+            self._same_tenant(job, request.platform, request.tenant)
             if job.model_turn_id is None:
                 raise UserFacingError("That request has no image to continue from yet.")
             parent = await self.store.turn(job.model_turn_id)
@@ -351,6 +356,11 @@ class Service:
         )
         scope = f"this {self._tenant_nouns.get(request.platform, 'workspace')}"
         quotas.check(self.limits, counts, resolved.model.price(resolved.size), now, scope)
+
+    def _same_tenant(self, job: Job, platform: str, tenant: str) -> None:
+        if job.platform != platform or job.tenant != tenant:
+            noun = self._tenant_nouns.get(platform, "workspace")
+            raise UserFacingError(f"That image belongs to another {noun}.")
 
     async def _job_or_fail(self, job_id: str) -> Job:
         job = await self.store.job(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -42,11 +43,29 @@ def intents_for(settings: Settings) -> discord.Intents:
     return intents
 
 
+def _drop_malformed_events(parsers: dict[str, Callable[[Any], None]]) -> None:
+    """An event discord.py cannot parse (say, an attachment without a url) would end the
+    gateway loop and the bot with it; log it and drop that one event instead."""
+
+    def tolerant(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+        def parse_or_drop(data: Any) -> None:
+            try:
+                parse(data)
+            except Exception as exc:
+                log.warning("dropped a %s event discord.py could not read: %r", event, exc)
+
+        return parse_or_drop
+
+    for event, parse in list(parsers.items()):
+        parsers[event] = tolerant(event, parse)
+
+
 class ImageBotClient(discord.Client):
     """discord.py's client with our command tree, buttons and event handlers attached."""
 
     def __init__(self, *, intents: discord.Intents, **options: Any) -> None:
         super().__init__(intents=intents, allowed_mentions=NO_PING, **options)
+        _drop_malformed_events(self._connection.parsers)
         self.tree = Tree(self)
         self.handlers: Interactions | None = None
         self.conversations: Conversations | None = None

@@ -44,13 +44,31 @@ def _handlers(interaction: discord.Interaction) -> CommandHandlers:
     return handlers
 
 
+def _malformed(error: app_commands.AppCommandError) -> bool:
+    if isinstance(error, app_commands.CommandSignatureMismatch | app_commands.TransformerError):
+        return True
+    return isinstance(error, app_commands.CommandInvokeError) and isinstance(
+        error.original, TypeError | ValueError
+    )
+
+
 class Tree(app_commands.CommandTree[discord.Client]):
     """A command tree that answers, privately, when a command breaks, instead of going silent."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not isinstance(interaction.data, dict):
+            log.warning("ignored an interaction without data (id %s)", interaction.id)
+            return False
+        return True
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        log.error("command %r failed", interaction.data, exc_info=error)
+        if _malformed(error):
+            # options Discord's own schema rules out: someone else's client, not our bug
+            log.warning("refused a command of an unexpected shape: %s", error)
+        else:
+            log.error("command %r failed", interaction.data, exc_info=error)
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(

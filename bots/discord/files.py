@@ -12,6 +12,7 @@ from bots.discord import messages
 from core.config import Settings
 from core.downloads import download
 from core.errors import UserFacingError
+from core.images import printable_name
 from core.jobs import Attachment
 
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
@@ -25,8 +26,12 @@ def http_client() -> httpx.AsyncClient:
 def check_sizes(attachments: Sequence[discord.Attachment], max_bytes: int) -> None:
     """Refuse, before any download, a file Discord already says is too big."""
     for attachment in attachments:
-        if attachment.size > max_bytes:
-            raise UserFacingError(messages.too_big(attachment.filename, attachment.size, max_bytes))
+        size = attachment.size
+        # a size that is not a whole number is unknown: the download's own cap still holds
+        if isinstance(size, int) and size > max_bytes:
+            raise UserFacingError(
+                messages.too_big(printable_name(attachment.filename), size, max_bytes)
+            )
 
 
 async def fetch(
@@ -37,14 +42,15 @@ async def fetch(
     hosts = settings.split(settings.discord_file_hosts)
 
     async def one(attachment: discord.Attachment) -> Attachment:
+        name = printable_name(attachment.filename)
         data = await download(
             client,
             attachment.url,
-            name=attachment.filename,
+            name=name,
             allowed_hosts=hosts,
             max_bytes=settings.max_attachment_bytes,
             source="Discord",
         )
-        return Attachment(name=attachment.filename, data=data)
+        return Attachment(name=name, data=data)
 
     return tuple(await asyncio.gather(*(one(a) for a in attachments)))

@@ -103,6 +103,8 @@ class Interactions:
         async def submit() -> Submitted:
             return await self.service.reroll(
                 job_id,
+                platform=PLATFORM,
+                tenant=tenant_of(interaction.guild_id, interaction.user.id),
                 user_id=str(interaction.user.id),
                 idempotency_key=interaction_key(interaction.id),
                 target=target.to_dict(),

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import messages
@@ -80,6 +81,7 @@ class SlackApp:
             token=token, base_url=settings.slack_api_url, retry_handlers=retry_handlers
         )
         secret = settings.slack_signing_secret
+        self._verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
         _quiet_token_notice()
         self.bolt = AsyncApp(
             name="imagebot",
@@ -186,6 +188,8 @@ class SlackApp:
             self.bolt, self.settings.slack_app_token.get_secret_value(), web_client=self.ctx.client
         )
         try:
+            # asked here, once: inside connect_async a refused token is retried forever
+            handler.client.wss_uri = await handler.client.issue_new_wss_url()
             await handler.connect_async()
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -219,10 +223,40 @@ class SlackApp:
             await runner.cleanup()
 
     async def _events(self, request: web.Request) -> web.Response:
-        """What Bolt's own aiohttp server does, with its reading of form bodies corrected."""
-        bolt_request = await to_bolt_request(request)
-        _read_form_as_form(bolt_request)
-        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
+        """What Bolt's own aiohttp server does, made safe against what anyone can send.
+
+        Bolt parses a body before it checks the signature, so unsigned junk could make it
+        fail loudly; here the signature is checked first, and a signed body of the wrong
+        shape is answered 400 with one log line.
+        """
+        try:
+            raw = await request.text()
+        except UnicodeDecodeError:
+            return web.Response(status=400, text="the body is not UTF-8")
+        if not self._verifier.is_valid_request(raw, dict(request.headers)):
+            return web.Response(status=401, text="invalid signature")
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=raw, query=request.query_string, headers=dict(request.headers)
+            )
+            _read_form_as_form(bolt_request)
+            _check_shape(bolt_request.body)
+            response = await self.bolt.async_dispatch(bolt_request)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            log.warning("refused a signed Slack request of an unexpected shape: %r", exc)
+            return web.Response(status=400, text="unexpected request shape")
+        return await to_aiohttp_response(response)
+
+
+def _check_shape(body: Any) -> None:
+    """The few shapes Bolt assumes before any listener can look: wrong ones raise."""
+    if not isinstance(body, dict):
+        raise ValueError("the body is not an object")
+    for key in ("event", "view"):
+        if key in body and not isinstance(body[key], dict):
+            raise ValueError(f"{key} is not an object")
+    if "actions" in body and not (isinstance(body["actions"], list) and body["actions"]):
+        raise ValueError("actions is not a non-empty list")
 
 
 def _read_form_as_form(request: AsyncBoltRequest) -> None:

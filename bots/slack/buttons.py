@@ -47,7 +47,7 @@ class Buttons:
                 exc.message,
                 exc.detail,
             )
-            await self._tell(click, exc.message)
+            await self._tell(click, messages.escape(exc.message))
         except Exception:
             log.exception("the click %s failed", action.action_id)
             await self._tell(click, messages.INTERNAL)
@@ -70,6 +70,8 @@ class Buttons:
         elif action.action_id == messages.REROLL:
             await ctx.service.reroll(
                 job.id,
+                platform=PLATFORM,
+                tenant=click.team.id,
                 user_id=user,
                 idempotency_key=key,
                 target=target,
@@ -91,7 +93,9 @@ class Buttons:
             await ctx.service.submit(request, announce=ctx.delivery.announce)
         elif action.action_id == messages.DELETE:
             if user != job.user_id:
-                raise UserFacingError(messages.only_owner_deletes(job.user_id))
+                # told directly: the mention in it must stay a mention, not escaped text
+                await self._tell(click, messages.only_owner_deletes(job.user_id))
+                return
             await ctx.delivery.delete(job)
         else:
             log.warning("ignored an unknown button %s", action.action_id)

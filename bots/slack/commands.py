@@ -47,7 +47,7 @@ class Commands:
                     await self._imagine(command)
         except UserFacingError as exc:
             log.info("command from %s refused: %s %s", command.user_id, exc.message, exc.detail)
-            await self._tell(command, exc.message)
+            await self._tell(command, messages.escape(exc.message))
         except Exception:
             log.exception("the slash command from %s failed", command.user_id)
             await self._tell(command, messages.INTERNAL)

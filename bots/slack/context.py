@@ -28,7 +28,7 @@ class SlackContext:
     client: AsyncWebClient
     delivery: SlackDelivery
     http: httpx.AsyncClient
-    token: str
+    token: str = field(repr=False)
     retry_handlers: list[AsyncRetryHandler]
     bot: AuthTest | None = None  # set from auth.test before the first event arrives
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -99,7 +99,11 @@ class Modals:
         except UserFacingError as exc:
             log.info("edit by %s refused: %s %s", user, exc.message, exc.detail)
             await ctx.respond(
-                None, exc.message, channel=target.channel, user=user, thread_ts=target.thread_ts
+                None,
+                messages.escape(exc.message),
+                channel=target.channel,
+                user=user,
+                thread_ts=target.thread_ts,
             )
         except Exception:
             log.exception("the edit of job=%s failed", job.id)

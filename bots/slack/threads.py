@@ -56,7 +56,9 @@ class Threads:
                 "message %s:%s refused: %s %s", event.channel, event.ts, exc.message, exc.detail
             )
             await self.ctx.reply(
-                route.channel, route.thread_ts, messages.addressed(event.user, exc.message)
+                route.channel,
+                route.thread_ts,
+                messages.addressed(event.user, messages.escape(exc.message)),
             )
         except Exception:
             log.exception("the message %s:%s failed", event.channel, event.ts)

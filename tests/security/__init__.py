@@ -1,0 +1,1 @@
+"""Abuse and security tests: secrets, downloads, malformed input, mentions and tenants."""
