@@ -138,6 +138,13 @@ class SlackDelivery:
         return keys
 
     async def _deliver(self, job: Job, outcome: Outcome, target: Target) -> list[str]:
+        linked = await self.service.message_keys(job)
+        if target.ts is None:
+            # a crash between posting the status message and storing it in the job: the
+            # link made at once after posting still names it
+            status = _status_key(linked, target)
+            if status is not None:
+                target = target.posted(status)
         if target.ts is None:
             # the status message was never recorded (a crash right after posting it)
             if job.id not in self._reposted:
@@ -154,6 +161,10 @@ class SlackDelivery:
             reason = outcome.error or messages.INTERNAL
             await self._show(target, messages.failed(job, self.catalog, reason, outcome.text))
             return keys
+        shared = [key.removeprefix("file:") for key in linked if key.startswith("file:")]
+        if shared:
+            # uploaded by an earlier attempt, perhaps in a process that has since died
+            self._uploaded.setdefault(job.id, shared)
         if job.id not in self._uploaded:
             self._uploaded[job.id] = await upload_images(
                 self.client,
@@ -164,6 +175,10 @@ class SlackDelivery:
                 title=_file_title(job),
                 stem=f"imagebot-{job.id[:8]}",
             )
+        for file_id in self._uploaded[job.id]:
+            if f"file:{file_id}" not in linked:
+                # stored before the final edit, so a retry after a crash finds it
+                await self.service.link_message(job, f"file:{file_id}")
         keys += [f"file:{file_id}" for file_id in self._uploaded[job.id]]
         seconds = job.finished_at - job.started_at if job.finished_at and job.started_at else None
         done = messages.done(
@@ -237,3 +252,12 @@ def _file_title(job: Job) -> str:
         return f"Upscaled to {job.options.size}"
     prompt = " ".join(job.prompt.split())
     return prompt if len(prompt) <= FILE_TITLE_CHARS else prompt[: FILE_TITLE_CHARS - 1] + "…"
+
+
+def _status_key(linked: list[str], target: Target) -> str | None:
+    """The ts of the status message among a job's linked messages (not its thread's parent)."""
+    for key in linked:
+        channel, _, ts = key.partition(":")
+        if channel == target.channel and ts and ts != target.thread_ts:
+            return ts
+    return None
