@@ -63,6 +63,7 @@ class Service:
         self._adapters: dict[str, Adapter] = {}
         self._resumable: set[str] = set()
         self._tenant_nouns: dict[str, str] = {}
+        self._resumers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
         self.limits = quotas.Limits(
             daily_per_user=settings.daily_images_per_user,
             daily_per_tenant=settings.daily_images_per_workspace,
@@ -84,16 +85,20 @@ class Service:
         *,
         resumable: bool = True,
         tenant_noun: str = "workspace",
+        resume: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         """Deliver jobs of `platform` through `adapter`; call before start().
 
         Jobs of a resumable platform that a dead process left behind are run and delivered
         here; those of a terminal session (not resumable) are closed as failed, since the
         person who asked is no longer there to see them. `tenant_noun` is what people call
-        a tenant on this platform ("workspace", "server"), for limit messages.
+        a tenant on this platform ("workspace", "server"), for limit messages. `resume`
+        takes back a request held with hold() whose process died before storing it.
         """
         self._adapters[platform] = adapter
         self._tenant_nouns[platform] = tenant_noun
+        if resume is not None:
+            self._resumers[platform] = resume
         if resumable:
             self._resumable.add(platform)
 
@@ -130,6 +135,15 @@ class Service:
                 log.exception("lease upkeep failed")
 
     async def _take_over_expired(self) -> None:
+        resumable = [p for p in self._adapters if p in self._resumable]
+        for payload in await self.store.take_over_held(
+            resumable, self.owner, self.settings.lease_seconds
+        ):
+            platform = str(payload.get("platform", ""))
+            resume = self._resumers.get(platform)
+            if resume is not None:
+                log.info("resuming a request acknowledged before a restart on %s", platform)
+                self._resume_later(resume(payload["request"]))
         for job in await self.store.take_over_expired(
             list(self._adapters), self.owner, self.settings.lease_seconds
         ):
@@ -150,6 +164,25 @@ class Service:
                 self._queue.put_nowait(job.id)
 
     # submitting
+
+    async def hold(self, platform: str, key: str, request: dict[str, Any]) -> bool:
+        """Keep an acknowledged request (as the platform sent it) until submit() stores its
+        job under `key`: if this process dies in between, say while attachments download,
+        another process hands it back to the `resume` given to register().
+
+        False when the request is already held or has a job: the caller then stops.
+        """
+        return await self.store.hold(
+            platform,
+            key,
+            {"platform": platform, "request": request},
+            self.owner,
+            self.settings.lease_seconds,
+        )
+
+    async def release(self, key: str) -> None:
+        """The held request was answered without a job (refused, or nothing to do)."""
+        await self.store.release_hold(key)
 
     async def submit(self, request: Request, announce: Announce | None = None) -> Submitted:
         """Check a request and persist it as a queued job; nothing is generated here.
@@ -511,6 +544,17 @@ class Service:
         )
 
     # delivering
+
+    def _resume_later(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("resuming an acknowledged request failed")
+
+        task = asyncio.create_task(run(), name="imagebot-resume")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     def _deliver_later(self, job: Job) -> None:
         with logs.job_context(job.id):

@@ -103,6 +103,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, tenant, user_id)
     );
     """,
+    # requests acknowledged to a platform but not yet stored as jobs (downloads under way)
+    """
+    CREATE TABLE intake (
+        key TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        lease_expires_at REAL NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -373,6 +384,7 @@ class Store:
         """On a clean shutdown: let the next process take our open jobs at once."""
         async with self._tx() as db:
             await db.execute("UPDATE jobs SET lease_expires_at = 0 WHERE owner = ?", (owner,))
+            await db.execute("UPDATE intake SET lease_expires_at = 0 WHERE owner = ?", (owner,))
 
     async def job_by_key(self, idempotency_key: str) -> Job | None:
         row = await self._one(
@@ -435,6 +447,7 @@ class Store:
                 )
                 assert cursor.lastrowid is not None
                 user_turn_id = cursor.lastrowid
+            await db.execute("DELETE FROM intake WHERE key = ?", (job.idempotency_key,))
             await db.execute(
                 "INSERT INTO jobs (id, idempotency_key, kind, platform, tenant, user_id, "
                 "conversation_id, user_turn_id, prompt, options, target, state, owner, "
@@ -636,8 +649,58 @@ class Store:
         )
         return [row["message_key"] for row in rows]
 
+    async def hold(
+        self, platform: str, key: str, payload: dict[str, Any], owner: str, lease_seconds: float
+    ) -> bool:
+        """Keep a request until its job exists; False when it is held or a job has the key."""
+        now = time.time()
+        async with self._tx() as db:
+            job = await (
+                await db.execute("SELECT 1 FROM jobs WHERE idempotency_key = ?", (key,))
+            ).fetchone()
+            if job is not None:
+                return False
+            cursor = await db.execute(
+                "INSERT INTO intake (key, platform, payload, owner, lease_expires_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
+                "lease_expires_at = excluded.lease_expires_at WHERE intake.owner = excluded.owner",
+                (key, platform, json.dumps(payload), owner, now + lease_seconds, now),
+            )
+            return cursor.rowcount == 1
+
+    async def release_hold(self, key: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM intake WHERE key = ?", (key,))
+
+    async def take_over_held(
+        self, platforms: Sequence[str], owner: str, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Held requests of `platforms` whose owner died before storing them: now ours."""
+        if not platforms:
+            return []
+        now = time.time()
+        marks = ",".join("?" * len(platforms))
+        async with self._tx() as db:
+            rows = await (
+                await db.execute(
+                    f"SELECT key, payload FROM intake WHERE platform IN ({marks}) "
+                    "AND lease_expires_at < ? AND owner != ? ORDER BY created_at",
+                    (*platforms, now, owner),
+                )
+            ).fetchall()
+            for row in rows:
+                await db.execute(
+                    "UPDATE intake SET owner = ?, lease_expires_at = ? WHERE key = ?",
+                    (owner, now + lease_seconds, row["key"]),
+                )
+        return [json.loads(row["payload"]) for row in rows]
+
     async def renew_leases(self, owner: str, lease_seconds: float) -> None:
         async with self._tx() as db:
+            await db.execute(
+                "UPDATE intake SET lease_expires_at = ? WHERE owner = ?",
+                (time.time() + lease_seconds, owner),
+            )
             await db.execute(
                 "UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND (state IN "
                 "('queued', 'running') OR "

@@ -98,8 +98,9 @@ class SlackApp:
             token=token,
             retry_handlers=retry_handlers,
         )
-        service.register(PLATFORM, delivery)
-        self._listen(Commands(self.ctx), Threads(self.ctx), Buttons(self.ctx), Modals(self.ctx))
+        self._threads = Threads(self.ctx)
+        service.register(PLATFORM, delivery, resume=self._resume)
+        self._listen(Commands(self.ctx), self._threads, Buttons(self.ctx), Modals(self.ctx))
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
 
@@ -221,6 +222,10 @@ class SlackApp:
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
+
+    async def _resume(self, body: dict[str, Any]) -> None:
+        await self._ready.wait()  # the bot's own id is known only once serving
+        await self._threads.resume(body)
 
     async def _events(self, request: web.Request) -> web.Response:
         """What Bolt's own aiohttp server does, made safe against what anyone can send.

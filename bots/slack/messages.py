@@ -198,6 +198,7 @@ def only_owner_deletes(owner_id: str) -> str:
 
 GONE = "I cannot find that image any more; start a new request."
 OTHER_WORKSPACE = "That image belongs to another workspace."
+RESUMED = "I was restarted while reading your message; working on it again now."
 POST_FAILED = "I could not post in this conversation just now; please try again in a moment."
 INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
 

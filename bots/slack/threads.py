@@ -49,6 +49,11 @@ class Threads:
         if route.needs_bot_thread and not await self._bot_thread(team, route):
             return
         assert event.user is not None
+        key = message_key(team, event.channel, event.ts)
+        # acknowledged already, and Slack will not send it again: kept in the store until
+        # its job exists, so a crash during the downloads below cannot lose it
+        if not await self.ctx.service.hold(PLATFORM, key, body):
+            return
         try:
             await self._submit(team, event, route)
         except UserFacingError as exc:
@@ -65,6 +70,23 @@ class Threads:
             await self.ctx.reply(
                 route.channel, route.thread_ts, messages.addressed(event.user, messages.INTERNAL)
             )
+        finally:
+            await self.ctx.service.release(key)  # nothing left to do when the job was stored
+
+    async def resume(self, body: dict[str, Any]) -> None:
+        """A message acknowledged by a process that died before storing its request."""
+        try:
+            event = MessageEvent.model_validate(EventCallback.model_validate(body).event)
+        except ValidationError:
+            return
+        route = route_message(
+            event, self.ctx.bot_user_id, thread_replies=self.ctx.settings.slack_thread_replies
+        )
+        if route is not None and event.user is not None:
+            await self.ctx.reply(
+                route.channel, route.thread_ts, messages.addressed(event.user, messages.RESUMED)
+            )
+        await self.handle(body)
 
     async def _bot_thread(self, team: str, route: Route) -> bool:
         assert route.reply_to is not None

@@ -260,7 +260,9 @@ async def test_reroll_makes_a_sibling_and_upscale_sizes_follow_the_model(
         job = await service.job(first.job.id)
         assert job is not None
         assert await service.upscale_sizes(job) == ["2K", "4K"]
-        again = await service.reroll(job.id, user_id="U1", idempotency_key="r1", target={})
+        again = await service.reroll(
+            job.id, platform="test", tenant="T1", user_id="U1", idempotency_key="r1", target={}
+        )
         await adapter.wait_for(again.job.id)
         up = await service.submit(
             request(
@@ -349,3 +351,31 @@ async def test_a_wrong_api_key_fails_the_job_with_a_sentence_and_no_secret(
     job = await store.job(submitted.job.id)
     await store.close()
     assert job is not None and job.state == "failed"
+
+
+async def test_a_held_request_is_handed_back_after_a_crash_and_dropped_once_stored(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    async with open_service(settings) as crashed:
+        crashed.register("test", RecordingAdapter())
+        assert await crashed.hold("test", "msg-1", {"text": "a fox"})
+        assert await crashed.hold("test", "msg-2", {"text": "a cat"})
+        submitted = await crashed.submit(request("a cat", "msg-2"))  # stored: no longer held
+        assert submitted.created
+        crashed.owner = "dead-process"  # it dies holding msg-1
+    resumed: list[dict[str, object]] = []
+    arrived = asyncio.Event()
+
+    async def resume(payload: dict[str, object]) -> None:
+        resumed.append(payload)
+        arrived.set()
+
+    async with open_service(settings) as restarted:
+        restarted.register("test", RecordingAdapter(), resume=resume)
+        await restarted.start()
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        # the job that was stored is not held any more, and a held key with a job is refused
+        assert not await restarted.hold("test", "msg-2", {"text": "a cat"})
+    assert resumed == [{"text": "a fox"}]

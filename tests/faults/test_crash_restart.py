@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from core.service import MAX_RUNS
@@ -291,12 +290,6 @@ async def stalling_file_host() -> AsyncIterator[tuple[str, list[str]]]:
         await runner.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a Slack event is acknowledged before its request is stored, and attachments are "
-    "downloaded in between: a crash there loses an acknowledged request without a word",
-)
 async def test_a_mention_acknowledged_and_killed_while_its_photo_downloads_is_not_lost(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
