@@ -1,0 +1,129 @@
+"""`python -m bench`: the real bot against local fakes, measured, and one table printed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import run
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Runs the real bot (python -m bots.slack, python -m bots.discord) as a separate "
+            "process against fake Slack, Discord and image APIs on 127.0.0.1, drives bursts of "
+            "/imagine through it, and prints ack latency, bot overhead per generation, "
+            "throughput, memory and lost/duplicated results against their targets."
+        ),
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=200,
+        help="requests in each burst, all in flight at once (default 200)",
+    )
+    parser.add_argument(
+        "--overhead-requests",
+        type=int,
+        default=60,
+        help="generations timed for overhead, at 1K and again at 4K (default 60)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight while timing overhead; kept below the bot's workers "
+        "so nothing queues (default 4)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=1.0,
+        help="seconds the fake image API takes per request before answering (default 1.0)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jpeg", "png"),
+        default="jpeg",
+        help="what the fake image API returns: photo-like JPEG (several MB at 4K, default) "
+        "or PNG (tens of MB at 4K)",
+    )
+    parser.add_argument(
+        "--platform",
+        action="append",
+        choices=run.PLATFORMS,
+        help="measure only this platform (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small, fast run to check the bench works (20-request bursts, 10 timed, "
+        "0.3 s latency); its numbers are not the recorded results",
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the bots' logs and databases here")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.overhead_requests, args.latency = 20, 10, 0.3
+    for name in ("requests", "overhead_requests", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.latency < 0:
+        parser.error("--latency must not be negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="imagebot-bench-"))
+    config = run.Config(
+        requests=args.requests,
+        overhead_requests=args.overhead_requests,
+        concurrency=args.concurrency,
+        latency=args.latency,
+        photo=args.format,
+        platforms=tuple(args.platform or run.PLATFORMS),
+        workdir=workdir,
+    )
+    print(machine_line(), flush=True)
+    try:
+        results = asyncio.run(run.run(config, progress=lambda line: print(line, flush=True)))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(results.table())
+    print()
+    print(results.notes())
+    if args.json:
+        args.json.write_text(json.dumps(results.as_json(), indent=2))
+    return 0 if results.all_met() else 1
+
+
+def machine_line() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return (
+        f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

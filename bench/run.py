@@ -1,0 +1,277 @@
+"""The whole bench: for each platform, two fresh bot processes and the phases run on them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import phases
+from bench.discord_load import DiscordLoad
+from bench.measure import Memory, megabytes, settled_memory
+from bench.phases import Burst, Load, Stream
+from bench.report import Row, ms, spread_ms, table, under
+from bench.slack_load import SlackLoad
+from bench.stack import SIGNING_SECRET, BotProcess, Fakes, bot_env, start_fakes
+from bench.tracking import Ask, outcome_counts
+from core.config import Settings
+
+PLATFORMS = ("slack", "discord")
+WORKERS = int(Settings.model_fields["workers"].default)
+ACK_P99 = 0.050
+OVERHEAD_P50 = {"1K": 0.030, "4K": 0.300}
+IDLE_RSS = 150_000_000
+PEAK_RSS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    requests: int
+    overhead_requests: int
+    concurrency: int
+    latency: float
+    photo: str
+    platforms: tuple[str, ...]
+    workdir: Path
+
+
+@dataclass
+class PlatformResults:
+    platform: str
+    idle: Memory
+    ack_burst: Burst
+    overhead: dict[str, Stream]
+    burst_4k: Burst
+    asks: list[Ask] = field(default_factory=list)
+
+    def rows(self, config: Config) -> list[Row]:
+        name = self.platform.capitalize()
+        acks = self.ack_burst.acks
+        ideal = WORKERS / config.latency if config.latency > 0 else math.inf
+        counts = outcome_counts(self.asks)
+        rows = [
+            Row(
+                f"ack latency, {config.requests} in flight",
+                name,
+                spread_ms(acks),
+                f"p99 ≤ {ACK_P99 * 1000:.0f} ms",
+                under(acks.p99, ACK_P99) and acks.count == config.requests,
+            )
+        ]
+        for size, stream in self.overhead.items():
+            spread = stream.overhead
+            rows.append(
+                Row(
+                    f"overhead per generation, {size}",
+                    name,
+                    spread_ms(spread),
+                    f"p50 ≤ {OVERHEAD_P50[size] * 1000:.0f} ms",
+                    under(spread.p50, OVERHEAD_P50[size]) and spread.count == len(stream.asks),
+                )
+            )
+        for burst, size in ((self.ack_burst, "1K"), (self.burst_4k, "4K")):
+            rows.append(
+                Row(
+                    f"queue wait in the {size} burst",
+                    name,
+                    spread_ms(burst.queue_wait),
+                )
+            )
+            rows.append(
+                Row(
+                    f"completed generations/s, {len(burst.asks)}-job {size} burst",
+                    name,
+                    f"{burst.per_second:.2f}/s ({burst.delivered} in {burst.seconds:.1f} s; "
+                    f"{WORKERS} workers / {config.latency:g} s latency = {ideal:.2f}/s)",
+                )
+            )
+        rows += [
+            Row(
+                "idle RSS (VmRSS)",
+                name,
+                f"{megabytes(self.idle.rss):.0f} MB",
+                f"≤ {megabytes(IDLE_RSS):.0f} MB",
+                self.idle.rss <= IDLE_RSS,
+            ),
+            Row(
+                f"peak RSS (VmHWM), {len(self.burst_4k.asks)}-job 4K burst",
+                name,
+                f"{megabytes(self.burst_4k.memory.hwm):.0f} MB "
+                f"(sampled VmRSS max {megabytes(self.burst_4k.sampled_peak):.0f} MB)",
+                f"≤ {megabytes(PEAK_RSS):.0f} MB for 200 jobs",
+                # the target is set for 200 jobs: a smaller burst says nothing about it
+                self.burst_4k.memory.hwm <= PEAK_RSS if len(self.burst_4k.asks) >= 200 else None,
+            ),
+            Row(
+                "lost results (acked, never delivered)",
+                name,
+                f"{counts['lost']} of {counts['acked']} acked",
+                "0",
+                counts["lost"] == 0 and counts["acked"] == counts["sent"],
+            ),
+            Row(
+                "duplicated results (delivered twice)",
+                name,
+                str(counts["duplicated"]),
+                "0",
+                counts["duplicated"] == 0,
+            ),
+        ]
+        return rows
+
+    def as_json(self) -> dict[str, Any]:
+        def spread(s: phases.Spread) -> dict[str, float]:
+            return {"count": s.count, "p50": s.p50, "p99": s.p99, "max": s.worst}
+
+        return {
+            "idle_rss": self.idle.rss,
+            "ack": spread(self.ack_burst.acks),
+            "listen_overflows": self.ack_burst.listen_overflows,
+            "burst_1k": {
+                "seconds": self.ack_burst.seconds,
+                "per_second": self.ack_burst.per_second,
+                "queue_wait": spread(self.ack_burst.queue_wait),
+            },
+            "overhead": {
+                size: {
+                    "overhead": spread(s.overhead),
+                    **{part: spread(v) for part, v in s.parts.items()},
+                }
+                for size, s in self.overhead.items()
+            },
+            "burst_4k": {
+                "seconds": self.burst_4k.seconds,
+                "per_second": self.burst_4k.per_second,
+                "queue_wait": spread(self.burst_4k.queue_wait),
+                "vm_hwm": self.burst_4k.memory.hwm,
+                "rss_after": self.burst_4k.memory.rss,
+                "sampled_peak": self.burst_4k.sampled_peak,
+            },
+            "outcomes": outcome_counts(self.asks),
+        }
+
+
+@dataclass
+class Results:
+    config: Config
+    platforms: list[PlatformResults]
+
+    def all_rows(self) -> list[Row]:
+        return [row for p in self.platforms for row in p.rows(self.config)]
+
+    def table(self) -> str:
+        return table(self.all_rows())
+
+    def all_met(self) -> bool:
+        return all(row.met is not False for row in self.all_rows())
+
+    def notes(self) -> str:
+        lines = []
+        for p in self.platforms:
+            for size, stream in p.overhead.items():
+                parts = ", ".join(
+                    f"{part} p50 {ms(spread.p50)}" for part, spread in stream.parts.items()
+                )
+                lines.append(f"{p.platform} {size} (concurrency {stream.concurrency}): {parts}")
+            burst = p.ack_burst
+            lines.append(
+                f"{p.platform} ack burst: slowest {ms(burst.acks.worst)}, "
+                f"accept-queue overflows {burst.listen_overflows}"
+            )
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "config": {k: str(v) for k, v in vars(self.config).items()},
+            "workers": WORKERS,
+            "results": {p.platform: p.as_json() for p in self.platforms},
+        }
+
+
+@asynccontextmanager
+async def bot_and_load(
+    platform: str, fakes: Fakes, workdir: Path
+) -> AsyncIterator[tuple[BotProcess, Load]]:
+    """A fresh bot process with default settings and a fresh database, ready for load."""
+    bot = BotProcess(platform, bot_env(fakes, platform, workdir, {}), workdir)
+    await bot.start()
+    load: Any = None
+    try:
+        if platform == "slack":
+            found = await bot.wait_for_log(r"Slack: listening on http://[^:]+:(\d+)")
+            url = f"http://127.0.0.1:{found.group(1)}/slack/events"
+            load = SlackLoad(fakes.slack, fakes.gemini, url, SIGNING_SECRET)
+        else:
+            await bot.wait_for_log(r"connected to Discord as")
+            await fakes.discord.wait_until_ready()
+            load = DiscordLoad(fakes.discord, fakes.gemini)
+        yield bot, load
+    finally:
+        code = await bot.stop()
+        if load is not None:
+            await load.wait(list(load.asks.values()), within=0.1)  # a last look
+            await load.close()
+        if code not in (0, None):
+            raise RuntimeError(f"the {platform} bot ended with {code}:\n{bot.tail()}")
+
+
+async def run_platform(
+    platform: str, fakes: Fakes, config: Config, progress: Callable[[str], None]
+) -> PlatformResults:
+    latency = config.latency
+    asks: list[Ask] = []
+    progress(f"{platform}: starting the bot")
+    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-a") as (bot, load):
+        idle = await settled_memory(bot.pid)
+        await phases.warm_up(load, latency)
+        progress(f"{platform}: idle RSS {megabytes(idle.rss):.0f} MB; {config.requests} at once")
+        ack_burst = await phases.burst(
+            load,
+            bot,
+            tag="a",
+            size="1K",
+            count=config.requests,
+            latency=latency,
+            workers=WORKERS,
+        )
+        overhead = {}
+        for size, tag in (("1K", "o"), ("4K", "f")):
+            progress(f"{platform}: timing {config.overhead_requests} generations at {size}")
+            overhead[size] = await phases.stream(
+                load,
+                tag=tag,
+                size=size,
+                count=config.overhead_requests,
+                concurrency=min(config.concurrency, WORKERS),
+                latency=latency,
+            )
+        asks += load.asks.values()
+    progress(f"{platform}: a fresh bot for {config.requests} 4K images at once")
+    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-b") as (bot, load):
+        await settled_memory(bot.pid)
+        await phases.warm_up(load, latency)
+        burst_4k = await phases.burst(
+            load,
+            bot,
+            tag="k",
+            size="4K",
+            count=config.requests,
+            latency=latency,
+            workers=WORKERS,
+        )
+        asks += load.asks.values()
+    return PlatformResults(platform, idle, ack_burst, overhead, burst_4k, asks)
+
+
+async def run(config: Config, progress: Callable[[str], None]) -> Results:
+    fakes = await start_fakes(latency=config.latency, photo=config.photo)
+    try:
+        results = []
+        for platform in config.platforms:
+            results.append(await run_platform(platform, fakes, config, progress))
+        return Results(config, results)
+    finally:
+        await fakes.stop()
