@@ -40,8 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--concurrency",
         type=int,
         default=4,
-        help="requests in flight while timing overhead; kept below the bot's workers "
-        "so nothing queues (default 4)",
+        help="while timing overhead, a request starts every LATENCY/CONCURRENCY seconds, "
+        "so about this many wait on the image API at once; never more in flight than the "
+        "bot has workers, so nothing queues (default 4)",
     )
     parser.add_argument(
         "--latency",
@@ -68,6 +69,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a small, fast run to check the bench works (20-request bursts, 10 timed, "
         "0.3 s latency); its numbers are not the recorded results",
     )
+    parser.add_argument(
+        "--bot-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the bot processes (repeatable), e.g. to try a setting",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the bots' logs and databases here")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
@@ -78,6 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.latency < 0:
         parser.error("--latency must not be negative")
+    if any("=" not in pair for pair in args.bot_env):
+        parser.error("--bot-env takes NAME=VALUE")
     return args
 
 
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         photo=args.format,
         platforms=tuple(args.platform or run.PLATFORMS),
         workdir=workdir,
+        bot_env=dict(pair.split("=", 1) for pair in args.bot_env),
     )
     print(machine_line(), flush=True)
     try:

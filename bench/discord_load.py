@@ -88,20 +88,6 @@ class DiscordLoad:
         for ask in asks:
             await self.send(ask)
 
-    async def stream(
-        self, asks: Sequence[Ask], *, concurrency: int, spacing: float, within: float
-    ) -> None:
-        pending = list(asks)
-
-        async def lane(number: int) -> None:
-            await asyncio.sleep(number * spacing)
-            while pending:
-                ask = pending.pop(0)
-                await self.send(ask)
-                await self.wait([ask], within=within)
-
-        await asyncio.gather(*(lane(n) for n in range(concurrency)))
-
     async def wait(self, asks: Sequence[Ask], *, within: float) -> bool:
         """Until every request is settled, or was never acked in time, or the time is up."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -20,11 +21,9 @@ class Load(Protocol):
 
     def prepare(self, tag: str, count: int, size: str) -> list[Ask]: ...
 
-    async def burst(self, asks: Sequence[Ask]) -> None: ...
+    async def send(self, ask: Ask) -> None: ...
 
-    async def stream(
-        self, asks: Sequence[Ask], *, concurrency: int, spacing: float, within: float
-    ) -> None: ...
+    async def burst(self, asks: Sequence[Ask]) -> None: ...
 
     async def wait(self, asks: Sequence[Ask], *, within: float) -> bool: ...
 
@@ -37,7 +36,7 @@ class Burst:
     seconds: float  # first request sent until the last image delivered
     memory: Memory  # after it, with VmHWM the high-water mark of the process's life
     sampled_peak: int  # highest VmRSS seen by sampling, a cross-check of VmHWM
-    listen_overflows: int  # connections the kernel dropped for a full accept queue
+    listen_overflows: int  # connections dropped for a full accept queue, any socket
 
     @property
     def acks(self) -> Spread:
@@ -58,7 +57,12 @@ class Burst:
 
 @dataclass
 class Stream:
-    """A steady load with fewer requests in flight than workers, so nothing queues."""
+    """A steady load with fewer requests in flight than workers, so nothing queues.
+
+    Requests start on a fixed schedule, not when earlier ones finish: with a closed loop,
+    one hiccup that bunched the requests would keep them bunched, each then waiting for
+    the others' CPU, and the overhead measured would be that of the bunching.
+    """
 
     asks: list[Ask]
     concurrency: int
@@ -99,8 +103,8 @@ async def burst(
     with RssWatch(bot.pid) as watch:
         started = time.monotonic()
         await load.burst(asks)
-        overflows = listen_overflows() - overflows
         await load.wait(asks, within=settle_timeout(count, latency, workers))
+        overflows = listen_overflows() - overflows
     last = max((a.delivered_at[-1] for a in asks if a.delivered_at), default=started)
     return Burst(asks, last - started, bot.memory(), watch.highest, overflows)
 
@@ -113,14 +117,29 @@ async def stream(
     count: int,
     concurrency: int,
     latency: float,
+    workers: int,
 ) -> Stream:
+    """`count` requests, one every `latency / concurrency` seconds (so about `concurrency`
+    wait on the image API at a time), never more than `workers` in flight."""
     asks = load.prepare(tag, count, size)
-    await load.stream(
-        asks,
-        concurrency=concurrency,
-        spacing=latency / concurrency,
-        within=settle_timeout(1, latency, 1),
-    )
+    interval = latency / concurrency
+    slots = asyncio.Semaphore(workers)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def one(ask: Ask) -> None:
+        try:
+            await load.send(ask)
+            await load.wait([ask], within=settle_timeout(1, latency, 1))
+        finally:
+            slots.release()
+
+    tasks = []
+    for n, ask in enumerate(asks):
+        await asyncio.sleep(max(0.0, started + n * interval - loop.time()))
+        await slots.acquire()
+        tasks.append(asyncio.create_task(one(ask)))
+    await asyncio.gather(*tasks)
     done = [a for a in asks if a.delivered_at and a.api_calls]
     parts = {
         "sent → API request": Spread.of([a.before_api for a in done]),

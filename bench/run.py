@@ -36,6 +36,7 @@ class Config:
     photo: str
     platforms: tuple[str, ...]
     workdir: Path
+    bot_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,10 +194,10 @@ class Results:
 
 @asynccontextmanager
 async def bot_and_load(
-    platform: str, fakes: Fakes, workdir: Path
+    platform: str, fakes: Fakes, workdir: Path, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[BotProcess, Load]]:
     """A fresh bot process with default settings and a fresh database, ready for load."""
-    bot = BotProcess(platform, bot_env(fakes, platform, workdir, {}), workdir)
+    bot = BotProcess(platform, bot_env(fakes, platform, workdir, extra_env or {}), workdir)
     await bot.start()
     load: Any = None
     try:
@@ -224,7 +225,10 @@ async def run_platform(
     latency = config.latency
     asks: list[Ask] = []
     progress(f"{platform}: starting the bot")
-    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-a") as (bot, load):
+    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-a", config.bot_env) as (
+        bot,
+        load,
+    ):
         idle = await settled_memory(bot.pid)
         await phases.warm_up(load, latency)
         progress(f"{platform}: idle RSS {megabytes(idle.rss):.0f} MB; {config.requests} at once")
@@ -245,12 +249,16 @@ async def run_platform(
                 tag=tag,
                 size=size,
                 count=config.overhead_requests,
-                concurrency=min(config.concurrency, WORKERS),
+                concurrency=config.concurrency,
                 latency=latency,
+                workers=WORKERS,
             )
         asks += load.asks.values()
     progress(f"{platform}: a fresh bot for {config.requests} 4K images at once")
-    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-b") as (bot, load):
+    async with bot_and_load(platform, fakes, config.workdir / f"{platform}-b", config.bot_env) as (
+        bot,
+        load,
+    ):
         await settled_memory(bot.pid)
         await phases.warm_up(load, latency)
         burst_4k = await phases.burst(

@@ -94,23 +94,6 @@ class SlackLoad:
         built = [(ask, self._request(ask)) for ask in asks]
         await asyncio.gather(*(self.send(ask, request) for ask, request in built))
 
-    async def stream(
-        self, asks: Sequence[Ask], *, concurrency: int, spacing: float, within: float
-    ) -> None:
-        """`concurrency` requests in flight, each lane sending its next one when the last is
-        settled; lanes start `spacing` seconds apart so their answers do not all coincide."""
-        pending = list(asks)
-
-        async def lane(number: int) -> None:
-            await asyncio.sleep(number * spacing)
-            while pending:
-                ask = pending.pop(0)
-                await self.send(ask)
-                if ask.acked:
-                    await self.wait([ask], within=within)
-
-        await asyncio.gather(*(lane(n) for n in range(concurrency)))
-
     async def wait(self, asks: Sequence[Ask], *, within: float) -> bool:
         """Until every acked request is settled (delivered, refused or failed) or the time
         is up; False if some are not."""

@@ -8,10 +8,13 @@ import ctypes.util
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiohttp import web
 
 from bench.measure import Memory, memory
 from tests.fakes.discord import FakeDiscord
@@ -23,6 +26,7 @@ API_KEY = "bench-key"
 SIGNING_SECRET = "bench-signing-secret"
 # Settings the bot must not pick up from whoever runs the bench: the bench sets what it needs.
 _PR_SET_PDEATHSIG = 1
+LISTEN_BACKLOG = 4096
 _OWN_PREFIXES = ("GEMINI_", "IMAGEBOT_", "SLACK_", "DISCORD_", "DATABASE_URL", "PORT")
 
 
@@ -45,7 +49,26 @@ async def start_fakes(*, latency: float, photo: str) -> Fakes:
     await slack.start()
     discord = FakeDiscord()
     await discord.start()
+    for fake in (gemini, slack, discord):
+        _deepen_backlog(fake._runner)
     return Fakes(gemini, slack, discord)
+
+
+def _deepen_backlog(runner: web.AppRunner | None) -> None:
+    """Let the fakes queue as many connections as the real services would.
+
+    aiohttp listens with a backlog of 128; when the bot opens a couple of hundred connections
+    at once (discord.py answering 200 interactions), the kernel drops the SYNs past that,
+    the bot retries a second later, and the fake, not the bot, would set the latency.
+    Listening again on a listening socket only changes its backlog.
+    """
+    assert runner is not None
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for listening in getattr(server, "sockets", ()) or ():
+            # asyncio hands out a wrapper without listen(); a duplicate shares the socket
+            with socket.fromfd(listening.fileno(), listening.family, listening.type) as dup:
+                dup.listen(LISTEN_BACKLOG)
 
 
 def bot_env(fakes: Fakes, platform: str, workdir: Path, extra: Mapping[str, str]) -> dict[str, str]:
