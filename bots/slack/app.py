@@ -214,7 +214,8 @@ class SlackApp:
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.settings.port)
+            # a burst of Slack requests must not overflow the kernel's default accept queue
+            site = web.TCPSite(runner, self.host, self.settings.port, backlog=1024)
             await site.start()
             self.port = int(runner.addresses[0][1])
             log.info("Slack: listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
