@@ -43,6 +43,22 @@ async def exchange(host: str, port: int, request: bytes) -> tuple[int, float]:
         writer.close()
 
 
+async def get_status(host: str, port: int, path: str) -> int:
+    """The status of a GET, or 0 when nothing answers."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return 0
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1])
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+        return 0
+    finally:
+        writer.close()
+
+
 def _content_length(head: bytes) -> int | None:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")

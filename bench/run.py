@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import phases
+from bench import phases, rawhttp
 from bench.discord_load import DiscordLoad
 from bench.measure import Memory, megabytes, settled_memory
 from bench.phases import Burst, Load, Stream
@@ -202,12 +202,25 @@ async def bot_and_load(
     load: Any = None
     try:
         if platform == "slack":
-            found = await bot.wait_for_log(r"Slack: listening on http://[^:]+:(\d+)")
-            url = f"http://127.0.0.1:{found.group(1)}/slack/events"
+            # /healthz answers once the bot has identified itself and listens
+            port = int(bot.env["PORT"])
+
+            async def listening() -> bool:
+                return await rawhttp.get_status("127.0.0.1", port, "/healthz") == 200
+
+            await bot.wait_until(listening)
+            url = f"http://127.0.0.1:{port}/slack/events"
             load = SlackLoad(fakes.slack, fakes.gemini, url, SIGNING_SECRET)
         else:
-            await bot.wait_for_log(r"connected to Discord as")
-            await fakes.discord.wait_until_ready()
+
+            async def identified() -> bool:
+                try:
+                    await fakes.discord.wait_until_ready(timeout=0.2)
+                except TimeoutError:
+                    return False
+                return True
+
+            await bot.wait_until(identified)
             load = DiscordLoad(fakes.discord, fakes.gemini)
         yield bot, load
     finally:

@@ -6,11 +6,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
-import re
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def bot_env(fakes: Fakes, platform: str, workdir: Path, extra: Mapping[str, str]
             SLACK_BOT_TOKEN=fakes.slack.bot_token,
             SLACK_SIGNING_SECRET=SIGNING_SECRET,
             SLACK_API_URL=fakes.slack.api_url,
-            PORT="0",
+            PORT=str(free_port()),
         )
     elif platform == "discord":
         env.update(
@@ -102,6 +101,13 @@ def _end_with_parent() -> None:
     """In the child before exec: a SIGTERM when the bench dies, so no bot is left running."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the bot binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class BotProcess:
@@ -138,20 +144,16 @@ class BotProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def wait_for_log(self, pattern: str, within: float = 30.0) -> re.Match[str]:
-        """The first match of `pattern` in the bot's log; fails if the bot exits first."""
-        compiled = re.compile(pattern)
+    async def wait_until(self, ready: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+        """Polls `ready()` until it is true; fails if the bot exits or time runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while True:
-            found = compiled.search(self.log())
-            if found is not None:
-                return found
+        while not await ready():
             assert self.process is not None
             if self.process.returncode is not None:
                 raise RuntimeError(f"the bot exited ({self.process.returncode}):\n{self.tail()}")
             if loop.time() > deadline:
-                raise TimeoutError(f"no {pattern!r} in the bot's log:\n{self.tail()}")
+                raise TimeoutError(f"the bot was not ready within {within:g} s:\n{self.tail()}")
             await asyncio.sleep(0.05)
 
     def tail(self, lines: int = 30) -> str:
@@ -159,9 +161,6 @@ class BotProcess:
 
     def memory(self) -> Memory:
         return memory(self.pid)
-
-    def count_log(self, pattern: str) -> int:
-        return len(re.findall(pattern, self.log()))
 
     async def stop(self, grace: float = 30.0) -> int | None:
         """SIGTERM (a graceful stop), then SIGKILL if it does not end in time."""
