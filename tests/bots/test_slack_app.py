@@ -213,6 +213,23 @@ async def test_slash_command_is_acked_at_once_and_the_image_lands_in_the_status_
         assert "16:9" in str(done["blocks"])
 
 
+async def test_a_slash_command_is_acked_at_once_while_slack_rate_limits_the_bot(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        # the first request makes Bolt authorize with auth.test; Slack answers 429 for 2 s
+        slack.fake.fail_next("auth.test", retry_after=2)
+        status_code, body, elapsed = await slack.command("a quiet harbour")
+
+        assert (status_code, body) == (200, b"")
+        assert elapsed < 0.5  # Slack shows "operation_timeout" after 3 s
+        status = await slack.status_posted()
+        assert "a quiet harbour" in slack.fake.messages[status]["text"]
+        done = await slack.final(status)
+        assert ":white_check_mark: Done" in done["text"]
+        assert [c.status for c in slack.fake.calls_to("auth.test")][-2:] == [429, 200]
+
+
 async def test_a_prompt_with_the_word_payload_is_read_as_a_command(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
