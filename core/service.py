@@ -217,9 +217,11 @@ class Service:
             )
             for a in request.attachments
         ]
-        new_images = [NewImage(c.data, c.mime_type, c.width, c.height) for c in checked]
+        new_images = [
+            NewImage(c.data, c.mime_type, c.width, c.height, image_hash(c.data)) for c in checked
+        ]
         parts = [StoredPart(text=prompt)] + [
-            StoredPart(image_sha256=image_hash(i.data), mime_type=i.mime_type) for i in new_images
+            StoredPart(image_sha256=i.sha256, mime_type=i.mime_type) for i in new_images
         ]
         return await self._create(
             request, prompt, resolved, thread_key, parent, parts, new_images, announce
@@ -516,11 +518,12 @@ class Service:
         new_images: list[NewImage] = []
         for part in result.parts:
             if part.image is not None:
-                width, height = await asyncio.to_thread(images.image_dimensions, part.image.data)
-                new_images.append(NewImage(part.image.data, part.image.mime_type, width, height))
+                # off the loop: a 4K image takes milliseconds to measure and to hash
+                image = await asyncio.to_thread(_new_image, part.image.data, part.image.mime_type)
+                new_images.append(image)
                 parts.append(
                     StoredPart(
-                        image_sha256=image_hash(part.image.data),
+                        image_sha256=image.sha256,
                         mime_type=part.image.mime_type,
                         thought_signature=part.thought_signature,
                     )
@@ -655,3 +658,8 @@ class Service:
             limits=self.limits,
             tenant_noun=self._tenant_nouns.get(platform, "workspace"),
         )
+
+
+def _new_image(data: bytes, mime_type: str) -> NewImage:
+    width, height = images.image_dimensions(data)
+    return NewImage(data, mime_type, width, height, image_hash(data))

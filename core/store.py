@@ -139,6 +139,7 @@ class NewImage:
     mime_type: str
     width: int
     height: int
+    sha256: str  # image_hash(data), worked out once by whoever made it
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ class Store:
     # images
 
     async def _put_image(self, db: aiosqlite.Connection, image: NewImage) -> str:
-        sha = image_hash(image.data)
+        sha = image.sha256
         await db.execute(
             "INSERT OR IGNORE INTO images (sha256, mime_type, width, height, byte_size, data, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

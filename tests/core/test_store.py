@@ -74,7 +74,8 @@ async def test_a_duplicate_idempotency_key_returns_the_first_job_and_writes_noth
 
 async def test_images_are_stored_once_by_content_hash(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
-    image = NewImage(b"\x89PNG fake bytes", "image/png", 2, 3)
+    data = b"\x89PNG fake bytes"
+    image = NewImage(data, "image/png", 2, 3, image_hash(data))
     await _create(store, "a", images=[image])
     await _create(store, "b", images=[image], thread="t2")
     assert (await store.counts())["images"] == 1
