@@ -17,6 +17,7 @@ from bots.discord.commands import Tree, add_commands
 from bots.discord.conversations import Conversations
 from bots.discord.delivery import NO_PING, DiscordDelivery
 from bots.discord.events import PLATFORM, RecentIds
+from bots.discord.intake import Held
 from bots.discord.interactions import Interactions
 from core.config import ConfigError, Settings
 from core.service import Service
@@ -112,7 +113,21 @@ class DiscordApp:
         )
         self.client.conversations = Conversations(settings, service, access, self.http, recent)
         add_commands(self.client.tree, service.catalog, dms=settings.discord_dms)
-        service.register(PLATFORM, self.delivery, tenant_noun="server")
+        service.register(PLATFORM, self.delivery, tenant_noun="server", resume=self._resume)
+
+    async def _resume(self, payload: dict[str, Any]) -> None:
+        """A request held by a process that died before its job was stored."""
+        try:
+            held = Held.from_dict(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("cannot resume a held request this version did not write: %r", exc)
+            return
+        await self.client.wait_until_ready()
+        assert self.client.handlers is not None and self.client.conversations is not None
+        if held.source == "interaction":
+            await self.client.handlers.resume(held)
+        else:
+            await self.client.conversations.resume(held, self.client)
 
     async def serve(self) -> None:
         assert self.settings.discord_bot_token is not None

@@ -20,6 +20,7 @@ from bots.discord import files, messages
 from bots.discord.access import AccessLists, is_allowed
 from bots.discord.delivery import NO_PING
 from bots.discord.events import PLATFORM, RecentIds, message_key, place_of, tenant_of
+from bots.discord.intake import Held
 from bots.discord.target import DEFAULT_UPLOAD_LIMIT, Target
 from core.config import Settings
 from core.errors import UserFacingError
@@ -28,6 +29,8 @@ from core.service import Service
 
 log = logging.getLogger(__name__)
 
+# a message as it came in, or the same message known by id only (after a restart)
+Answerable = discord.Message | discord.PartialMessage
 Route = Literal["reply", "thread", "dm", "mention"]
 THREAD_NAME_MAX = 90
 THREAD_ARCHIVE_MINUTES = 1440
@@ -157,24 +160,50 @@ class Conversations:
             # a thread started from a message takes that message's id
             thread_key = str(message.id)
             new_thread = True
+        request = Request(
+            platform=PLATFORM,
+            tenant=tenant,
+            user_id=str(message.author.id),
+            text=text,
+            idempotency_key=message_key(message.id),
+            thread_key=thread_key,
+            reply_to=reply_to,
+            target=target.to_dict(),
+        )
+        held = Held.of("message", request, message.attachments, new_thread=new_thread)
+        # Discord sends a message once: one with files is kept in the store until its job
+        # exists, so a crash while they download cannot lose it
+        holding = bool(held.files)
+        if holding and not await self.service.hold(PLATFORM, held.key, held.to_dict()):
+            return  # another process has it, or its job exists already
         try:
-            fetched = await files.fetch(self.http, message.attachments, self.settings)
-            request = Request(
-                platform=PLATFORM,
-                tenant=tenant,
-                user_id=str(message.author.id),
-                text=text,
-                idempotency_key=message_key(message.id),
-                thread_key=thread_key,
-                reply_to=reply_to,
-                attachments=fetched,
-                target=target.to_dict(),
-            )
+            await self._submit(message, held)
+        finally:
+            if holding:
+                await self.service.release(held.key)
+
+    async def resume(self, held: Held, client: discord.Client) -> None:
+        """A message taken in by a process that died while its files downloaded."""
+        target = Target.from_dict(held.request.target)
+        assert target.reply_to is not None
+        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+        try:
+            await self._submit(channel.get_partial_message(target.reply_to), held)
+        finally:
+            await self.service.release(held.key)
+
+    async def _submit(self, message: Answerable, held: Held) -> None:
+        request = held.request
+        target = Target.from_dict(request.target)
+        try:
+            fetched = await files.fetch(self.http, held.files, self.settings)
 
             async def announce(job: Job, position: int) -> dict[str, Any]:
-                return await self._announce(message, target, text, position, new_thread=new_thread)
+                return await self._announce(
+                    message, target, request.text, position, new_thread=held.new_thread
+                )
 
-            await self.service.submit(request, announce=announce)
+            await self.service.submit(held.with_files(fetched), announce=announce)
         except UserFacingError as exc:
             log.info("message %s refused: %s %s", message.id, exc.message, exc.detail)
             await _answer(message, messages.failure(exc.message))
@@ -184,7 +213,7 @@ class Conversations:
 
     async def _announce(
         self,
-        message: discord.Message,
+        message: Answerable,
         target: Target,
         text: str,
         position: int,
@@ -215,7 +244,7 @@ class Conversations:
         return target.with_message(sent.id).to_dict()
 
 
-async def _answer(message: discord.Message, text: str) -> None:
+async def _answer(message: Answerable, text: str) -> None:
     try:
         await message.reply(text, mention_author=False, allowed_mentions=NO_PING)
     except discord.HTTPException as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import discord
 import httpx
 
 from bots.discord import messages
+from bots.discord.intake import FileLike
 from core.config import Settings
 from core.downloads import download
 from core.errors import UserFacingError
@@ -23,7 +23,7 @@ def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS, follow_redirects=False)
 
 
-def check_sizes(attachments: Sequence[discord.Attachment], max_bytes: int) -> None:
+def check_sizes(attachments: Sequence[FileLike], max_bytes: int) -> None:
     """Refuse, before any download, a file Discord already says is too big."""
     for attachment in attachments:
         size = attachment.size
@@ -35,13 +35,13 @@ def check_sizes(attachments: Sequence[discord.Attachment], max_bytes: int) -> No
 
 
 async def fetch(
-    client: httpx.AsyncClient, attachments: Sequence[discord.Attachment], settings: Settings
+    client: httpx.AsyncClient, attachments: Sequence[FileLike], settings: Settings
 ) -> tuple[Attachment, ...]:
     """The files' bytes, from the hosts in DISCORD_FILE_HOSTS only; the service checks them."""
     check_sizes(attachments, settings.max_attachment_bytes)
     hosts = settings.split(settings.discord_file_hosts)
 
-    async def one(attachment: discord.Attachment) -> Attachment:
+    async def one(attachment: FileLike) -> Attachment:
         name = printable_name(attachment.filename)
         data = await download(
             client,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from bots.discord.events import (
     place_of,
     tenant_of,
 )
+from bots.discord.intake import Held
 from bots.discord.target import TOKEN_LIFETIME_SECONDS, Target
 from core.config import Settings
 from core.errors import UserFacingError
@@ -81,15 +83,45 @@ class Interactions:
         target = await self._defer(interaction)
         if target is None:
             return
+        request = self._request(interaction, target, text=typed.prompt, options=options)
+        # deferred, and Discord will not send it again: kept in the store until its job
+        # exists, so a crash while the files download cannot lose it
+        held = Held.of("interaction", request, attachments) if attachments else None
+        if held is not None and not await self.service.hold(PLATFORM, held.key, held.to_dict()):
+            return  # another process has it, or its job exists already
 
         async def submit() -> Submitted:
             fetched = await files.fetch(self.http, attachments, self.settings)
-            request = self._request(
-                interaction, target, text=typed.prompt, options=options, attachments=fetched
+            return await self.service.submit(
+                replace(request, attachments=fetched), announce=self._announce(target)
             )
-            return await self.service.submit(request, announce=self._announce(target))
 
-        await self._submit(interaction, submit)
+        try:
+            await self._submit(interaction, submit)
+        finally:
+            if held is not None:
+                await self.service.release(held.key)
+
+    async def resume(self, held: Held) -> None:
+        """An /imagine deferred by a process that died while its files downloaded."""
+        target = Target.from_dict(held.request.target)
+        try:
+            fetched = await files.fetch(self.http, held.files, self.settings)
+            await self.service.submit(held.with_files(fetched), announce=self._announce(target))
+        except UserFacingError as exc:
+            log.info("resumed interaction refused: %s %s", exc.message, exc.detail)
+            await self._show(target, messages.failure(exc.message))
+        except Exception:
+            log.exception("resumed interaction %s failed", held.key)
+            await self._show(target, messages.failure(messages.INTERNAL))
+        finally:
+            await self.service.release(held.key)
+
+    async def _show(self, target: Target, text: str) -> None:
+        try:
+            await self.delivery.show_text(target, text)
+        except Exception as exc:
+            log.warning("could not answer a resumed interaction: %r", exc)
 
     # buttons
 

@@ -10,6 +10,7 @@ per interruption, and leave no job open.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 from collections.abc import AsyncIterator
@@ -21,7 +22,14 @@ from typing import Any
 from aiohttp import web
 
 from core.service import MAX_RUNS
-from tests.bots.test_discord_harness import USER, answers, callbacks, finished, replies_to
+from tests.bots.test_discord_harness import (
+    USER,
+    answers,
+    callbacks,
+    finished,
+    png,
+    replies_to,
+)
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.slack import FakeSlack
@@ -266,14 +274,18 @@ async def test_slack_process_killed_between_the_upload_and_the_status_edit_uploa
 
 
 @asynccontextmanager
-async def stalling_file_host() -> AsyncIterator[tuple[str, list[str]]]:
-    """A file host on 127.0.0.1 that never finishes a download: its root URL, and the paths
-    asked for so far."""
+async def stalling_file_host(
+    then: bytes | None = None,
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """A file host on 127.0.0.1 whose first download of each path never finishes; later
+    ones get `then` (or stall too, without it). Yields its root URL and the paths asked."""
     asked: list[str] = []
     closing = asyncio.Event()
 
     async def stall(request: web.Request) -> web.StreamResponse:
         asked.append(request.path)
+        if then is not None and asked.count(request.path) > 1:
+            return web.Response(body=then, content_type="image/png")
         await closing.wait()
         return web.Response(status=503)
 
@@ -378,3 +390,51 @@ def _mention(fake: FakeDiscord, text: str) -> dict[str, Any]:
     return fake.message_create(
         f"<@{fake.bot_user_id}> {text}", author_id=USER, mentions=[fake.bot_user_id]
     )
+
+
+async def test_discord_requests_killed_while_their_photos_download_finish_after_the_restart(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    slash_prompt, mention_prompt = "put this boat at sea", "put this kite in the sky"
+    fake_gemini.latency = FAST
+    photo = png()
+    async with FakeDiscord() as fake, stalling_file_host(then=photo) as (root, asked):
+        settings = {**SETTINGS, **discord_settings(fake)}
+        async with stopping(AdapterProcesses("discord", tmp_path, fake_gemini, settings)) as procs:
+            await procs.start()
+            boat = {**fake.add_attachment(photo, "boat.png", "image/png"), "url": f"{root}boat"}
+            kite = fake.add_attachment(photo, "kite.png", "image/png")
+            slash = fake.interaction_slash_command(
+                "imagine",
+                [{"name": "prompt", "type": 3, "value": slash_prompt}],
+                user_id=USER,
+                attachments={"image": boat},
+            )
+            said = fake.message_create(
+                f"<@{fake.bot_user_id}> {mention_prompt}",
+                author_id=USER,
+                mentions=[fake.bot_user_id],
+                attachments=[kite],
+            )
+            said["attachments"] = [{**said["attachments"][0], "url": f"{root}kite"}]
+            await fake.dispatch("INTERACTION_CREATE", slash)
+            await fake.dispatch("MESSAGE_CREATE", said)
+            await poll_until(lambda: len(asked) == 2, timeout=WAIT, what="both downloads")
+            await procs.kill()  # deferred and seen: Discord sends neither again
+
+            await procs.start()
+            rows = await settled(procs.db, 2, timeout=20)
+
+    assert fake.errors == []
+    assert sorted(asked) == ["/boat", "/boat", "/kite", "/kite"]
+    assert all(r["state"] == "succeeded" and r["delivered_at"] for r in rows)
+    assert api_calls_by_prompt(fake_gemini) == {slash_prompt: 1, mention_prompt: 1}
+    for request in fake_gemini.requests:  # the photo went along as the reference image
+        assert request.json is not None
+        [inline] = [p for p in request.json["contents"][-1]["parts"] if "inlineData" in p]
+        assert base64.b64decode(inline["inlineData"]["data"]) == photo
+    for shows, payload in ((answers, slash), (replies_to, said)):
+        [shown] = [m for m in fake.channel_messages() if shows(m, payload)]
+        assert finished(shown) and len(shown.attachments) == 1
+    answered = [c for c in callbacks(fake) if c.status in (200, 204)]
+    assert len(answered) == 1  # deferred once, by the first process
