@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,12 @@ current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_job", default=None
 )
 REDACTED = "[redacted]"
+# Short-lived secrets that SDKs log at DEBUG inside URLs and payloads: Discord interaction
+# and webhook tokens, and Slack response URLs (anyone holding one may post as the bot).
+_INLINE_SECRETS = re.compile(
+    r"(?P<url>/(?:webhooks|interactions)/\d+/|/commands/T\w+/\d+/)[\w.\-]{16,}"
+    r"|(?P<field>[\"']token[\"']\s*:\s*[\"'])[\w.\-]{16,}"
+)
 
 
 @contextmanager
@@ -32,21 +39,24 @@ class _JobAndSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.job_id = getattr(record, "job_id", None) or current_job.get()
-        if self.secrets:
-            message = record.getMessage()
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            cleaned = self._scrub(message)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
-            if record.exc_text:
-                record.exc_text = self._scrub(record.exc_text)
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        cleaned = self._scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_text:
+            record.exc_text = self._scrub(record.exc_text)
         return True
 
     def _scrub(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return _INLINE_SECRETS.sub(_keep_prefix, text)
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    return (match["url"] or match["field"]) + REDACTED
 
 
 class _Text(logging.Formatter):
@@ -87,3 +97,5 @@ def configure(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root.setLevel(level)
     # httpx logs every request URL at INFO; keep the log about our own work
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters (image bytes included) at DEBUG
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

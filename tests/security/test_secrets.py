@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -186,6 +187,9 @@ async def test_slack_http_flows_with_failures_leak_no_secret(
     assert "attempt 1 of 2 failed" in captured.raw
     assert "delivery attempt 1 failed" in captured.raw
     _assert_logs_clean(captured, fmt)
+    # a response URL lets anyone post as the bot for 30 minutes; Bolt logs them at DEBUG
+    hooks = re.findall(r"/commands/T\w+/\d+/(\w+)", captured.raw)
+    assert hooks and not any(hook in captured.text for hook in hooks)
     _assert_slack_clean(fake)
     _assert_gemini_clean(gemini)
 
@@ -255,6 +259,11 @@ async def test_discord_flows_with_failures_leak_no_secret(
     assert "attempt 1 of 2 failed" in captured.raw
     assert "delivery attempt 1 failed" in captured.raw
     _assert_logs_clean(captured, fmt)
+    # interaction tokens let anyone edit the bot's answers for 15 minutes: discord.py logs
+    # them in webhook URLs at DEBUG, and the output must not show them
+    tokens = [e.data["token"] for e in fake.events if e.type == "INTERACTION_CREATE"]
+    assert len(tokens) == 3 and any(token in captured.raw for token in tokens)
+    assert not any(token in captured.text for token in tokens)
     _assert_discord_clean(bot)
     _assert_gemini_clean(gemini)
 
