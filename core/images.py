@@ -10,9 +10,12 @@ import struct
 import unicodedata
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import Image, ImageOps, features
 
 from core.errors import UserFacingError
+
+pillow_heif.register_heif_opener()
 
 # What the image API takes as inlineData.
 ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg")
@@ -38,6 +41,8 @@ _PILLOW_FORMAT = {
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
     "image/avif": "AVIF",
+    "image/heic": "HEIF",  # pillow-heif's plugin, for the photos iPhones take
+    "image/heif": "HEIF",
 }
 _LABEL = {
     "image/png": "PNG",
@@ -206,9 +211,7 @@ def check_reference_sync(
             detail=f"reference {log_name}: 0 bytes",
         )
     mime = sniff_mime(data)
-    if mime in ("image/heic", "image/heif") or (
-        mime == "image/avif" and not features.check("avif")
-    ):
+    if mime == "image/avif" and not features.check("avif"):
         raise UserFacingError(
             f"{shown} is a {_LABEL.get(mime or '', 'photo')} photo, which I cannot read: "
             "send it as a JPEG or PNG instead.",

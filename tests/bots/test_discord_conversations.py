@@ -3,7 +3,11 @@ threads, with history and attachments reaching the image API."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
+
+from PIL import Image
 
 from tests.bots.test_discord_harness import (
     USER,
@@ -168,3 +172,23 @@ async def test_without_thread_messages_plain_chatter_is_ignored(
         await bot.reply_to(await bot.say("a lighthouse"))
 
     assert len(fake_gemini.requests) == 1
+
+
+async def test_an_iphone_heic_photo_reaches_the_image_api_as_a_jpeg(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    photo = io.BytesIO()
+    Image.new("RGB", (48, 32), (20, 90, 200)).save(photo, format="HEIF", quality=90)
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        upload = fake.add_attachment(photo.getvalue(), "IMG_0042.HEIC", "image/heic")
+        result = await bot.reply_to(await bot.say("make it a postcard", attachments=[upload]))
+
+    assert result.attachments
+    [sent] = [
+        part["inlineData"] for part in contents_of(fake_gemini)[-1]["parts"] if "inlineData" in part
+    ]
+    assert sent["mimeType"] == "image/jpeg"
+    with Image.open(io.BytesIO(base64.b64decode(sent["data"]))) as seen:
+        assert (seen.format, seen.size) == ("JPEG", (48, 32))
+        red, _, blue = seen.getpixel((24, 16))
+        assert blue > 150 and red < 80  # the photo's colour, not a grey placeholder

@@ -156,10 +156,18 @@ HOSTILE: list[tuple[str, Callable[[], bytes], str, str]] = [
         f"`blob.dat` is not an image I can read: {HINT}",
     ),
     (
-        "heic",
+        "heic header and nothing else",
         lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
         "IMG_0001.HEIC",
-        "`IMG_0001.HEIC` is a HEIC photo, which I cannot read: send it as a JPEG or PNG instead.",
+        "`IMG_0001.HEIC` is damaged or truncated: it could not be read as a HEIC image, "
+        "so send the original file again.",
+    ),
+    (
+        "heic cut in half",
+        lambda: encode(noise(64, 48), "HEIF")[:300],
+        "IMG_0002.HEIC",
+        "`IMG_0002.HEIC` is damaged or truncated: it could not be read as a HEIC image, "
+        "so send the original file again.",
     ),
     (
         "oversized bytes, refused before decoding",
@@ -443,6 +451,20 @@ def test_exif_orientation_is_applied_when_converting() -> None:
 def test_avif_is_converted() -> None:
     checked = check(encode(noise(16, 16), "AVIF"), "x.avif")
     assert (checked.mime_type, checked.converted_from) == ("image/jpeg", "AVIF")
+
+
+def test_an_iphone_heic_photo_becomes_jpeg_with_its_orientation_applied() -> None:
+    # orientation 6 (a phone held upright): 40 wide and 20 high stored, shown 20x40
+    checked = check(with_orientation(noise(40, 20), "HEIF", 6), "IMG_0003.HEIC")
+    assert (checked.mime_type, checked.converted_from) == ("image/jpeg", "HEIC")
+    assert decode(checked.data).format == "JPEG"
+    assert (checked.width, checked.height) == (20, 40) == decode(checked.data).size
+
+
+def test_a_heic_photo_over_the_pixel_limit_is_refused_from_its_header() -> None:
+    with pytest.raises(UserFacingError) as caught:
+        check(encode(noise(64, 48), "HEIF"), "IMG_0004.HEIC", max_pixels=64 * 48 - 1)
+    assert caught.value.message.startswith("`IMG_0004.HEIC` is 64x48 pixels; the limit is")
 
 
 async def test_check_reference_runs_the_same_checks_off_the_loop() -> None:
