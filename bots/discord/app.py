@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,8 @@ class ImageBotClient(discord.Client):
         self.handlers: Interactions | None = None
         self.conversations: Conversations | None = None
         self.delivery: DiscordDelivery | None = None
+        # set at the first READY; unlike wait_until_ready() it may be awaited before login
+        self.connected = asyncio.Event()
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*components.DYNAMIC_ITEMS)
@@ -78,6 +81,7 @@ class ImageBotClient(discord.Client):
             self.delivery.logged_in()
 
     async def on_ready(self) -> None:
+        self.connected.set()
         log.info("connected to Discord as %s in %d servers", self.user, len(self.guilds))
 
     async def on_message(self, message: discord.Message) -> None:
@@ -122,7 +126,7 @@ class DiscordApp:
         except (KeyError, TypeError, ValueError) as exc:
             log.error("cannot resume a held request this version did not write: %r", exc)
             return
-        await self.client.wait_until_ready()
+        await self.client.connected.wait()  # held requests are taken over as the service starts
         assert self.client.handlers is not None and self.client.conversations is not None
         if held.source == "interaction":
             await self.client.handlers.resume(held)

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import json
 import random
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -421,6 +423,8 @@ async def test_discord_requests_killed_while_their_photos_download_finish_after_
             await fake.dispatch("MESSAGE_CREATE", said)
             await poll_until(lambda: len(asked) == 2, timeout=WAIT, what="both downloads")
             await procs.kill()  # deferred and seen: Discord sends neither again
+            # both held, and free to take over as soon as the next process starts
+            await poll_until(lambda: _held_and_expired(procs.db) == 2, timeout=WAIT, what="leases")
 
             await procs.start()
             rows = await settled(procs.db, 2, timeout=20)
@@ -438,3 +442,9 @@ async def test_discord_requests_killed_while_their_photos_download_finish_after_
         assert finished(shown) and len(shown.attachments) == 1
     answered = [c for c in callbacks(fake) if c.status in (200, 204)]
     assert len(answered) == 1  # deferred once, by the first process
+
+
+def _held_and_expired(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        query = "SELECT count(*) FROM intake WHERE lease_expires_at < ?"
+        return int(conn.execute(query, (time.time(),)).fetchone()[0])
