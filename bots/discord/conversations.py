@@ -228,7 +228,8 @@ class Conversations:
                     thread = await message.create_thread(
                         name=thread_name(text), auto_archive_duration=THREAD_ARCHIVE_MINUTES
                     )
-                except discord.HTTPException as exc:
+                except (discord.HTTPException, ValueError) as exc:
+                    # ValueError: a message known by id only, in a server not in the cache
                     log.warning("could not open a thread on message %s: %s", message.id, exc)
                 else:
                     sent = await thread.send(shown, allowed_mentions=NO_PING)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from core.service import MAX_RUNS
@@ -394,14 +395,20 @@ def _mention(fake: FakeDiscord, text: str) -> dict[str, Any]:
     )
 
 
+@pytest.mark.parametrize("threads", [False, True], ids=["replies", "threads"])
 async def test_discord_requests_killed_while_their_photos_download_finish_after_the_restart(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, threads: bool
 ) -> None:
     slash_prompt, mention_prompt = "put this boat at sea", "put this kite in the sky"
     fake_gemini.latency = FAST
     photo = png()
     async with FakeDiscord() as fake, stalling_file_host(then=photo) as (root, asked):
-        settings = {**SETTINGS, **discord_settings(fake)}
+        settings = {
+            **SETTINGS,
+            **discord_settings(fake),
+            # with thread messages on, a mention is answered in a thread of its own
+            "DISCORD_THREAD_MESSAGES": str(threads).lower(),
+        }
         async with stopping(AdapterProcesses("discord", tmp_path, fake_gemini, settings)) as procs:
             await procs.start()
             boat = {**fake.add_attachment(photo, "boat.png", "image/png"), "url": f"{root}boat"}
@@ -437,9 +444,14 @@ async def test_discord_requests_killed_while_their_photos_download_finish_after_
         assert request.json is not None
         [inline] = [p for p in request.json["contents"][-1]["parts"] if "inlineData" in p]
         assert base64.b64decode(inline["inlineData"]["data"]) == photo
-    for shows, payload in ((answers, slash), (replies_to, said)):
-        [shown] = [m for m in fake.channel_messages() if shows(m, payload)]
-        assert finished(shown) and len(shown.attachments) == 1
+    [shown] = [m for m in fake.channel_messages() if answers(m, slash)]
+    assert finished(shown) and len(shown.attachments) == 1
+    if threads:  # a thread started from a message takes that message's id
+        [shown] = fake.channel_messages(int(said["id"]))
+        assert fake.channels[int(said["id"])]["name"] == mention_prompt
+    else:
+        [shown] = [m for m in fake.channel_messages() if replies_to(m, said)]
+    assert finished(shown) and len(shown.attachments) == 1
     answered = [c for c in callbacks(fake) if c.status in (200, 204)]
     assert len(answered) == 1  # deferred once, by the first process
 
