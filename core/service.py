@@ -500,7 +500,9 @@ class Service:
             with_text=bool(job.options.text),
         )
         try:
-            result = await self.gemini.generate(request)
+            result = await self.gemini.generate(
+                request, on_attempt=lambda: self.store.count_api_call(job.id)
+            )
         except GeminiError as exc:
             return JobResult(
                 "failed",

@@ -160,7 +160,7 @@ class JobResult:
     """A finished generation, stored in one transaction with its model turn."""
 
     state: str  # succeeded | failed
-    api_calls: int
+    api_calls: int  # in this run, for the log; the job's total is counted as each call is sent
     parts: Sequence[StoredPart] = ()
     images: Sequence[NewImage] = ()
     model_id: str | None = None
@@ -533,6 +533,11 @@ class Store:
             ).fetchone()
         return _job(row) if row else None
 
+    async def count_api_call(self, job_id: str) -> None:
+        """One more request to the image API is about to be sent for this job."""
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET api_calls = api_calls + 1 WHERE id = ?", (job_id,))
+
     async def finish(self, job_id: str, owner: str, result: JobResult) -> Job | None:
         """Store the model turn, its images and the job's final state in one transaction."""
         now = time.time()
@@ -563,14 +568,13 @@ class Store:
                 )
                 model_turn_id = cursor.lastrowid
             await db.execute(
-                "UPDATE jobs SET state = ?, model_turn_id = ?, api_calls = api_calls + ?, "
+                "UPDATE jobs SET state = ?, model_turn_id = ?, "
                 "error_message = ?, error_detail = ?, notice = ?, prompt_tokens = ?, "
                 "output_tokens = ?, total_tokens = ?, cost_usd = ?, finished_at = ? "
                 "WHERE id = ?",
                 (
                     result.state,
                     model_turn_id,
-                    result.api_calls,
                     result.error_message,
                     result.error_detail,
                     result.notice,

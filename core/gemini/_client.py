@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 
@@ -90,14 +91,24 @@ class GeminiClient:
     def url_for(self, model_id: str) -> str:
         return f"{self.base_url}/v1beta/models/{model_id}:generateContent"
 
-    async def generate(self, request: ImageRequest) -> ImageResult:
-        """One generation; raises GeminiError (or GenerationBlocked) when there is no result."""
+    async def generate(
+        self,
+        request: ImageRequest,
+        on_attempt: Callable[[], Awaitable[None]] | None = None,
+    ) -> ImageResult:
+        """One generation; raises GeminiError (or GenerationBlocked) when there is no result.
+
+        `on_attempt()` is awaited before each request is sent, so a caller can count the
+        calls durably: one cut off by a crash may still have been charged.
+        """
         body = await asyncio.to_thread(encode_body, request)
         url = self.url_for(request.model_id)
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
+            if on_attempt is not None:
+                await on_attempt()
             try:
                 result = await self._attempt(url, body, request.model_id)
             except GeminiError as exc:

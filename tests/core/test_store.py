@@ -114,6 +114,8 @@ async def test_finish_only_counts_for_the_owner_of_a_running_job(tmp_path: Path)
     assert await store.claim(job.id, "me", 30) is None  # already running
     assert await store.finish(job.id, "thief", JobResult("failed", api_calls=1)) is None
     turns_before = (await store.counts())["turns"]
+    for _ in range(2):  # counted as each call is sent, so a crash cannot lose one
+        await store.count_api_call(job.id)
     finished = await store.finish(
         job.id, "me", JobResult("failed", api_calls=2, error_message="nope")
     )
