@@ -16,7 +16,7 @@ REDACTED = "[redacted]"
 # Short-lived secrets that SDKs log at DEBUG inside URLs and payloads: Discord interaction
 # and webhook tokens, and Slack response URLs (anyone holding one may post as the bot).
 _INLINE_SECRETS = re.compile(
-    r"(?P<url>/(?:webhooks|interactions)/\d+/|/commands/T\w+/\d+/)[\w.\-]{16,}"
+    r"(?P<url>/(?:webhooks|interactions)/\d+/|/(?:commands|actions)/[TE]\w+/\d+/)[\w.\-]{16,}"
     r"|(?P<field>[\"']token[\"']\s*:\s*[\"'])[\w.\-]{16,}"
 )
 

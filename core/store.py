@@ -818,7 +818,7 @@ class Store:
     async def counts(self) -> dict[str, int]:
         """Rows per table, for tests and health checks."""
         result = {}
-        for table in ("images", "conversations", "turns", "jobs", "message_links"):
+        for table in ("images", "conversations", "turns", "jobs", "message_links", "intake"):
             row = await self._one(f"SELECT COUNT(*) FROM {table}")
             result[table] = row[0] if row else 0
         return result

@@ -107,6 +107,7 @@ class DiscordApp:
         access = AccessLists.from_settings(settings)
         point_at(settings)
         self.settings = settings
+        self.service = service
         self.client = ImageBotClient(intents=intents_for(settings), **client_options)
         self.http = files.http_client()
         recent = RecentIds()
@@ -123,8 +124,12 @@ class DiscordApp:
         """A request held by a process that died before its job was stored."""
         try:
             held = Held.from_dict(payload)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.error("cannot resume a held request this version did not write: %r", exc)
+            request = payload.get("request")
+            key = request.get("idempotency_key") if isinstance(request, dict) else None
+            if isinstance(key, str):
+                await self.service.release(key)  # or every restart would take it up again
             return
         await self.client.connected.wait()  # held requests are taken over as the service starts
         assert self.client.handlers is not None and self.client.conversations is not None

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import discord
 import httpx
 
-from bots.discord import files, messages
+from bots.discord import files, intake, messages
 from bots.discord.access import AccessLists, is_allowed
 from bots.discord.delivery import NO_PING
 from bots.discord.events import PLATFORM, RecentIds, message_key, place_of, tenant_of
@@ -173,28 +173,28 @@ class Conversations:
         held = Held.of("message", request, message.attachments, new_thread=new_thread)
         # Discord sends a message once: one with files is kept in the store until its job
         # exists, so a crash while they download cannot lose it
-        holding = bool(held.files)
-        if holding and not await self.service.hold(PLATFORM, held.key, held.to_dict()):
-            return  # another process has it, or its job exists already
-        try:
-            await self._submit(message, held)
-        finally:
-            if holding:
-                await self.service.release(held.key)
+        if held.files:
+            try:
+                if not await intake.hold(self.service, held):
+                    return  # another process has it, or its job exists already
+            except Exception:
+                log.exception("could not keep message %s", message.id)
+                await _answer(message, messages.failure(messages.INTERNAL))
+                return
+        await self._submit(message, held)
+        if held.files:
+            await intake.release(self.service, held)
 
     async def resume(self, held: Held, client: discord.Client) -> None:
         """A message taken in by a process that died while its files downloaded."""
-        target = Target.from_dict(held.request.target)
-        assert target.reply_to is not None
+        target = held.target
+        assert target.reply_to is not None  # Held.from_dict makes sure of it
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
-        try:
-            await self._submit(channel.get_partial_message(target.reply_to), held)
-        finally:
-            await self.service.release(held.key)
+        await self._submit(channel.get_partial_message(target.reply_to), held)
+        await intake.release(self.service, held)
 
     async def _submit(self, message: Answerable, held: Held) -> None:
-        request = held.request
-        target = Target.from_dict(request.target)
+        request, target = held.request, held.target
         try:
             fetched = await files.fetch(self.http, held.files, self.settings)
 

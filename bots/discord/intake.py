@@ -8,11 +8,17 @@ over downloads them again and submits.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
+from bots.discord.events import PLATFORM
+from bots.discord.target import Target
 from core.jobs import Attachment, Request
 from core.options import Options
+from core.service import Service
+
+log = logging.getLogger(__name__)
 
 Source = Literal["interaction", "message"]
 
@@ -62,6 +68,10 @@ class Held:
     def key(self) -> str:
         return self.request.idempotency_key
 
+    @property
+    def target(self) -> Target:
+        return Target.from_dict(self.request.target)
+
     def with_files(self, attachments: tuple[Attachment, ...]) -> Request:
         return replace(self.request, attachments=attachments)
 
@@ -85,9 +95,28 @@ class Held:
         source = data["source"]
         if source not in ("interaction", "message"):
             raise ValueError(f"unknown source {source!r}")
-        return cls(
+        held = cls(
             source=source,
             request=Request(**request, options=Options(**options) if options else None),
             files=tuple(FileRef(**f) for f in data["files"]),
             new_thread=bool(data.get("new_thread", False)),
         )
+        if source == "message" and held.target.reply_to is None:
+            raise ValueError("a held message without the id of the message to answer")
+        return held
+
+
+async def hold(service: Service, held: Held) -> bool:
+    """Keep `held` in the store until its job exists; False when another process has it or
+    its job exists already (then leave it alone). Raises what the store raises."""
+    return await service.hold(PLATFORM, held.key, held.to_dict())
+
+
+async def release(service: Service, held: Held) -> None:
+    """The held request has been answered. Called only when the work ended: a shutdown that
+    cancels it leaves the request held, for the next process. A failure here only logs: the
+    next process to take it over finds its job by the idempotency key."""
+    try:
+        await service.release(held.key)
+    except Exception:
+        log.warning("could not let go of held request %s", held.key, exc_info=True)

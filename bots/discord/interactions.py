@@ -17,7 +17,7 @@ from typing import Any
 import discord
 import httpx
 
-from bots.discord import components, files, forms, messages
+from bots.discord import components, files, forms, intake, messages
 from bots.discord.access import DENIED, DMS_OFF, AccessLists, is_allowed
 from bots.discord.delivery import NO_PING, DiscordDelivery
 from bots.discord.events import (
@@ -87,8 +87,14 @@ class Interactions:
         # deferred, and Discord will not send it again: kept in the store until its job
         # exists, so a crash while the files download cannot lose it
         held = Held.of("interaction", request, attachments) if attachments else None
-        if held is not None and not await self.service.hold(PLATFORM, held.key, held.to_dict()):
-            return  # another process has it, or its job exists already
+        if held is not None:
+            try:
+                if not await intake.hold(self.service, held):
+                    return  # another process has it, or its job exists already
+            except Exception:
+                log.exception("could not keep interaction %s", interaction.id)
+                await _withdraw(interaction, messages.INTERNAL)
+                return
 
         async def submit() -> Submitted:
             fetched = await files.fetch(self.http, attachments, self.settings)
@@ -96,15 +102,13 @@ class Interactions:
                 replace(request, attachments=fetched), announce=self._announce(target)
             )
 
-        try:
-            await self._submit(interaction, submit)
-        finally:
-            if held is not None:
-                await self.service.release(held.key)
+        await self._submit(interaction, submit)
+        if held is not None:
+            await intake.release(self.service, held)
 
     async def resume(self, held: Held) -> None:
         """An /imagine deferred by a process that died while its files downloaded."""
-        target = Target.from_dict(held.request.target)
+        target = held.target
         try:
             fetched = await files.fetch(self.http, held.files, self.settings)
             await self.service.submit(held.with_files(fetched), announce=self._announce(target))
@@ -114,8 +118,7 @@ class Interactions:
         except Exception:
             log.exception("resumed interaction %s failed", held.key)
             await self._show(target, messages.failure(messages.INTERNAL))
-        finally:
-            await self.service.release(held.key)
+        await intake.release(self.service, held)
 
     async def _show(self, target: Target, text: str) -> None:
         try:

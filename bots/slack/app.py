@@ -268,8 +268,14 @@ class SlackApp:
         except _UNEXPECTED_SHAPE as exc:
             log.warning("dropped a signed slash command of an unexpected shape: %r", exc)
             return
-        if response.status != 200:
-            log.warning("Slack command not handled (%d): %s", response.status, response.body)
+        if response.status == 200 and not response.body:
+            return  # acked by our listener, which answers on its own
+        log.warning("Slack command not handled (%d): %s", response.status, response.body[:200])
+        # Bolt's own answer, such as its note that authorization failed, was meant for the
+        # user in the ack; the ack is gone, so it goes through the response URL instead
+        if response.body and not response.body.startswith("{"):
+            response_url = dict(parse_qsl(raw)).get("response_url")
+            await self.ctx.respond(response_url, response.body)
 
 
 # what Bolt raises reading a signed body of a shape it does not expect

@@ -52,7 +52,14 @@ class Threads:
         key = message_key(team, event.channel, event.ts)
         # acknowledged already, and Slack will not send it again: kept in the store until
         # its job exists, so a crash during the downloads below cannot lose it
-        if not await self.ctx.service.hold(PLATFORM, key, body):
+        try:
+            if not await self.ctx.service.hold(PLATFORM, key, body):
+                return  # another process has it, or its job exists already
+        except Exception:
+            log.exception("could not keep the message %s:%s", event.channel, event.ts)
+            await self.ctx.reply(
+                route.channel, route.thread_ts, messages.addressed(event.user, messages.INTERNAL)
+            )
             return
         try:
             await self._submit(team, event, route)
@@ -70,8 +77,9 @@ class Threads:
             await self.ctx.reply(
                 route.channel, route.thread_ts, messages.addressed(event.user, messages.INTERNAL)
             )
-        finally:
-            await self.ctx.service.release(key)  # nothing left to do when the job was stored
+        # answered, or its job stored: nothing left to hold. Not in a `finally`: a shutdown
+        # that cancels this leaves the message held for the next process.
+        await self.ctx.service.release(key)
 
     async def resume(self, body: dict[str, Any]) -> None:
         """A message acknowledged by a process that died before storing its request."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +21,7 @@ def _request() -> Request:
         idempotency_key="discord:interaction:7",
         thread_key="t1",
         options=Options(model="pro", size="2K", temperature=0.5),
-        target={"channel_id": 4000, "token": "tok", "app_id": 1},
+        target={"channel_id": 4000, "guild_id": 3000, "requester_id": 42, "reply_to": 9},
     )
 
 
@@ -49,6 +50,8 @@ def test_a_held_request_keeps_no_file_bytes() -> None:
         {},
         {"source": "email", "request": {}, "files": []},
         {"source": "message", "request": {"surprise": 1}, "files": []},
+        # a message that does not say which message to answer
+        {**Held.of("message", replace(_request(), target={}), []).to_dict()},
         {
             "source": "message",
             "request": Held.of("message", _request(), []).to_dict()["request"],

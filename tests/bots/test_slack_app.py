@@ -230,6 +230,20 @@ async def test_a_slash_command_is_acked_at_once_while_slack_rate_limits_the_bot(
         assert [c.status for c in slack.fake.calls_to("auth.test")][-2:] == [429, 200]
 
 
+async def test_when_slack_refuses_the_bot_the_user_is_told_through_the_response_url(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        # the app was uninstalled after start-up: Bolt's authorization of the command fails
+        slack.fake.fail_next("auth.test", error="account_inactive")
+        status_code, body, _ = await slack.command("a quiet harbour")
+        assert (status_code, body) == (200, b"")
+        [told] = await slack.fake.wait_until(lambda: slack.fake.response_url_posts)
+        assert "reinstall this app" in told["body"]["text"]
+        assert told["body"]["response_type"] == "ephemeral"
+        assert await slack.job_count() == 0
+
+
 async def test_a_prompt_with_the_word_payload_is_read_as_a_command(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -305,9 +305,35 @@ def test_empty_candidates_and_missing_content_are_blocked_with_their_own_message
     assert "empty answer" in no_content.value.message
 
 
+def _image_body(data: str) -> bytes:
+    return _candidate_body("STOP", [{"inlineData": {"mimeType": "image/png", "data": data}}])
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda raw: base64.b64encode(raw).decode(),
+        lambda raw: base64.urlsafe_b64encode(raw).decode(),
+        # wrapped at 76 characters, as MIME encoders do
+        lambda raw: base64.encodebytes(raw).decode(),
+    ],
+    ids=["standard", "urlsafe", "wrapped"],
+)
+@pytest.mark.parametrize("size", [1, 2, 3, 3 * 2**20 // 4 - 1, 3 * 2**20 // 4, 2_500_001])
+def test_image_data_of_any_length_and_alphabet_decodes_to_the_same_bytes(
+    encode: Callable[[bytes], str], size: int
+) -> None:
+    # sizes around the 1 MiB slices the decoder works in, with every padding length
+    raw = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    [part] = parse_response(_image_body(encode(raw))).parts
+    assert part.image is not None and part.image.data == raw
+
+
 @pytest.mark.parametrize(
     "body",
     [
+        _image_body("QUJD" * 300_000 + "QQ"),  # over a megabyte, cut off in its last group
+        _image_body("QUJD" * 300_000 + "Q@=="),
         b"<html>oops</html>",
         b"[1, 2]",
         b'{"candidates": "many"}',

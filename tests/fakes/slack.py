@@ -205,7 +205,9 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/v1/{file_id}", self._handle_upload)
         app.router.add_get("/files-pri/{key}/{tail:.*}", self._handle_file_download)
+        # slash commands answer to /commands/..., buttons and shortcuts to /actions/...
         app.router.add_post("/commands/{team}/{hook}/{secret}", self._handle_response_url)
+        app.router.add_post("/actions/{team}/{hook}/{secret}", self._handle_response_url)
         app.router.add_get("/socket-mode", self._handle_socket)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -379,10 +381,10 @@ class FakeSlack:
         self._trigger_ids[trigger_id] = time.monotonic()
         return trigger_id
 
-    def _new_response_url(self, *, channel: str, user: str) -> str:
+    def _new_response_url(self, *, channel: str, user: str, kind: str = "commands") -> str:
         hook = str(next(self._ids))
         self._response_urls[hook] = _ResponseUrl(channel=channel, user=user)
-        return f"{self.base_url}/commands/{self.team_id}/{hook}/{secrets.token_hex(12)}"
+        return f"{self.base_url}/{kind}/{self.team_id}/{hook}/{secrets.token_hex(12)}"
 
     # ------------------------------------------------------------------ Web API
 
@@ -1043,7 +1045,9 @@ class FakeSlack:
             "channel": {"id": channel_id, "name": "general"},
             "message": _public(message) if message else {"type": "message", "ts": message_ts},
             "state": {"values": {}},
-            "response_url": self._new_response_url(channel=channel_id, user=user_id),
+            "response_url": self._new_response_url(
+                channel=channel_id, user=user_id, kind="actions"
+            ),
             "actions": [
                 {
                     "action_id": action_id,

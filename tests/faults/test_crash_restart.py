@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import random
 import sqlite3
 import time
@@ -454,9 +455,11 @@ async def test_discord_requests_killed_while_their_photos_download_finish_after_
     assert finished(shown) and len(shown.attachments) == 1
     answered = [c for c in callbacks(fake) if c.status in (200, 204)]
     assert len(answered) == 1  # deferred once, by the first process
+    assert _held_and_expired(procs.db, at=math.inf) == 0  # nothing left held
 
 
-def _held_and_expired(db: Path) -> int:
+def _held_and_expired(db: Path, at: float | None = None) -> int:
+    """Held requests whose lease has run out (by `at`, or now)."""
     with sqlite3.connect(db) as conn:
         query = "SELECT count(*) FROM intake WHERE lease_expires_at < ?"
-        return int(conn.execute(query, (time.time(),)).fetchone()[0])
+        return int(conn.execute(query, (time.time() if at is None else at,)).fetchone()[0])

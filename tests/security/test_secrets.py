@@ -167,6 +167,17 @@ async def test_slack_http_flows_with_failures_leak_no_secret(
 
         # a photo downloaded with the bot token, in the thread of the first image
         first = await slack.status_posted(1)
+        # someone else's Delete click is answered through the button's response URL
+        delete = slack.button(first, "imagebot.delete")
+        click = fake.block_action_body(
+            "imagebot.delete",
+            user_id="U2",
+            channel_id=first[0],
+            message_ts=first[1],
+            value=delete["value"],
+        )
+        assert await _post(slack, click) == 200
+        await fake.wait_until(lambda: fake.response_url_posts, what="the refusal to delete")
         photo = fake.add_file(png_bytes(), name="ref.png", mimetype="image/png")
         mention = fake.app_mention_event(
             "add this", channel="C1", thread_ts=first[1], files=[photo]
@@ -177,19 +188,20 @@ async def test_slack_http_flows_with_failures_leak_no_secret(
         # the bot is not in the channel; a forged request; help and usage
         fake.fail_next("chat.postMessage", error="not_in_channel")
         await _command(slack, "a locked room")
-        await fake.wait_until(lambda: len(fake.response_url_posts) >= 1, what="the refusal")
+        await fake.wait_until(lambda: len(fake.response_url_posts) >= 2, what="the refusal")
         assert await _command(slack, "help") == 200
         assert await _command(slack, "usage") == 200
         forged = fake.slash_command_body("a fox", user_id="U1", channel_id="C1")
         assert await _post(slack, forged, bad_signature=True) == 401
-        await fake.wait_until(lambda: len(fake.response_url_posts) >= 3, what="help and usage")
+        await fake.wait_until(lambda: len(fake.response_url_posts) >= 4, what="help and usage")
 
     assert "attempt 1 of 2 failed" in captured.raw
     assert "delivery attempt 1 failed" in captured.raw
     _assert_logs_clean(captured, fmt)
     # a response URL lets anyone post as the bot for 30 minutes; Bolt logs them at DEBUG
-    hooks = re.findall(r"/commands/T\w+/\d+/(\w+)", captured.raw)
-    assert hooks and not any(hook in captured.text for hook in hooks)
+    hooks = re.findall(r"/(commands|actions)/T\w+/\d+/(\w+)", captured.raw)
+    assert {kind for kind, _ in hooks} == {"commands", "actions"}
+    assert not any(secret in captured.text for _, secret in hooks)
     _assert_slack_clean(fake)
     _assert_gemini_clean(gemini)
 
