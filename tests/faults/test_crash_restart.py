@@ -396,9 +396,13 @@ def _mention(fake: FakeDiscord, text: str) -> dict[str, Any]:
     )
 
 
-@pytest.mark.parametrize("threads", [False, True], ids=["replies", "threads"])
-async def test_discord_requests_killed_while_their_photos_download_finish_after_the_restart(
-    tmp_path: Path, fake_gemini: FakeGemini, threads: bool
+@pytest.mark.parametrize(
+    ("threads", "stopped_by"),
+    [(False, "SIGKILL"), (True, "SIGKILL"), (False, "SIGTERM")],
+    ids=["replies-killed", "threads-killed", "replies-stopped"],
+)
+async def test_discord_requests_cut_off_while_their_photos_download_finish_after_the_restart(
+    tmp_path: Path, fake_gemini: FakeGemini, threads: bool, stopped_by: str
 ) -> None:
     slash_prompt, mention_prompt = "put this boat at sea", "put this kite in the sky"
     fake_gemini.latency = FAST
@@ -430,7 +434,11 @@ async def test_discord_requests_killed_while_their_photos_download_finish_after_
             await fake.dispatch("INTERACTION_CREATE", slash)
             await fake.dispatch("MESSAGE_CREATE", said)
             await poll_until(lambda: len(asked) == 2, timeout=WAIT, what="both downloads")
-            await procs.kill()  # deferred and seen: Discord sends neither again
+            # deferred and seen: Discord sends neither again
+            if stopped_by == "SIGKILL":
+                await procs.kill()
+            else:  # a deploy: the shutdown cancels the downloads and must keep both held
+                await procs.stop()
             # both held, and free to take over as soon as the next process starts
             await poll_until(lambda: _held_and_expired(procs.db) == 2, timeout=WAIT, what="leases")
 
