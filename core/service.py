@@ -74,6 +74,7 @@ class Service:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._call_counts: set[asyncio.Task[None]] = set()
         self._delivery_backoff = delivery_backoff_seconds
 
     # lifecycle
@@ -121,7 +122,7 @@ class Service:
             await asyncio.wait(list(self._deliveries), timeout=delivery_grace_seconds)
         for task in list(self._deliveries):
             task.cancel()
-        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        await asyncio.gather(*self._deliveries, *self._call_counts, return_exceptions=True)
         await self.store.release(self.owner)
 
     async def _maintain(self) -> None:
@@ -501,7 +502,7 @@ class Service:
         )
         try:
             result = await self.gemini.generate(
-                request, on_attempt=lambda: self.store.count_api_call(job.id)
+                request, on_attempt=lambda: self._count_api_call(job.id)
             )
         except GeminiError as exc:
             return JobResult(
@@ -547,6 +548,18 @@ class Service:
             total_tokens=usage.total_tokens,
             cost_usd=model.estimate_cost(size, len(new_images), usage.image_tokens),
         )
+
+    def _count_api_call(self, job_id: str) -> None:
+        """Store one more call for the job, beside the call rather than before it: the write
+        would otherwise wait its turn behind other jobs' 4K results, and hold the call back."""
+        task = asyncio.create_task(self.store.count_api_call(job_id), name="imagebot-count")
+        self._call_counts.add(task)
+        task.add_done_callback(self._counted)
+
+    def _counted(self, task: asyncio.Task[None]) -> None:
+        self._call_counts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not count an API call", exc_info=task.exception())
 
     # delivering
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 
@@ -94,12 +94,12 @@ class GeminiClient:
     async def generate(
         self,
         request: ImageRequest,
-        on_attempt: Callable[[], Awaitable[None]] | None = None,
+        on_attempt: Callable[[], None] | None = None,
     ) -> ImageResult:
         """One generation; raises GeminiError (or GenerationBlocked) when there is no result.
 
-        `on_attempt()` is awaited before each request is sent, so a caller can count the
-        calls durably: one cut off by a crash may still have been charged.
+        `on_attempt()` is called as each request is sent, so a caller can count the calls
+        durably: one cut off by a crash may still have been charged.
         """
         body = await asyncio.to_thread(encode_body, request)
         url = self.url_for(request.model_id)
@@ -108,7 +108,7 @@ class GeminiClient:
         while True:
             attempt += 1
             if on_attempt is not None:
-                await on_attempt()
+                on_attempt()
             try:
                 result = await self._attempt(url, body, request.model_id)
             except GeminiError as exc:
