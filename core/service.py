@@ -182,8 +182,14 @@ class Service:
         )
 
     async def release(self, key: str) -> None:
-        """The held request was answered without a job (refused, or nothing to do)."""
-        await self.store.release_hold(key)
+        """The held request has been answered: its job is stored, or the user was told why
+        not. Call it only when that work ended, not from a `finally`: a shutdown that
+        cancels the work must leave the request held for the next process. A failure here
+        only logs: whoever takes the request over finds its job by the idempotency key."""
+        try:
+            await self.store.release_hold(key)
+        except Exception:
+            log.warning("could not let go of held request %s", key, exc_info=True)
 
     async def submit(self, request: Request, announce: Announce | None = None) -> Submitted:
         """Check a request and persist it as a queued job; nothing is generated here.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import discord
 import httpx
 
-from bots.discord import files, intake, messages
+from bots.discord import files, messages
 from bots.discord.access import AccessLists, is_allowed
 from bots.discord.delivery import NO_PING
 from bots.discord.events import PLATFORM, RecentIds, message_key, place_of, tenant_of
@@ -175,7 +175,7 @@ class Conversations:
         # exists, so a crash while they download cannot lose it
         if held.files:
             try:
-                if not await intake.hold(self.service, held):
+                if not await self.service.hold(PLATFORM, held.key, held.to_dict()):
                     return  # another process has it, or its job exists already
             except Exception:
                 log.exception("could not keep message %s", message.id)
@@ -183,7 +183,7 @@ class Conversations:
                 return
         await self._submit(message, held)
         if held.files:
-            await intake.release(self.service, held)
+            await self.service.release(held.key)
 
     async def resume(self, held: Held, client: discord.Client) -> None:
         """A message taken in by a process that died while its files downloaded."""
@@ -191,7 +191,7 @@ class Conversations:
         assert target.reply_to is not None  # Held.from_dict makes sure of it
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         await self._submit(channel.get_partial_message(target.reply_to), held)
-        await intake.release(self.service, held)
+        await self.service.release(held.key)
 
     async def _submit(self, message: Answerable, held: Held) -> None:
         request, target = held.request, held.target

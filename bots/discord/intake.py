@@ -8,17 +8,12 @@ over downloads them again and submits.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Protocol
 
-from bots.discord.events import PLATFORM
 from bots.discord.target import Target
 from core.jobs import Attachment, Request
 from core.options import Options
-from core.service import Service
-
-log = logging.getLogger(__name__)
 
 Source = Literal["interaction", "message"]
 
@@ -104,19 +99,3 @@ class Held:
         if source == "message" and held.target.reply_to is None:
             raise ValueError("a held message without the id of the message to answer")
         return held
-
-
-async def hold(service: Service, held: Held) -> bool:
-    """Keep `held` in the store until its job exists; False when another process has it or
-    its job exists already (then leave it alone). Raises what the store raises."""
-    return await service.hold(PLATFORM, held.key, held.to_dict())
-
-
-async def release(service: Service, held: Held) -> None:
-    """The held request has been answered. Called only when the work ended: a shutdown that
-    cancels it leaves the request held, for the next process. A failure here only logs: the
-    next process to take it over finds its job by the idempotency key."""
-    try:
-        await service.release(held.key)
-    except Exception:
-        log.warning("could not let go of held request %s", held.key, exc_info=True)

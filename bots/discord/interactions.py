@@ -17,7 +17,7 @@ from typing import Any
 import discord
 import httpx
 
-from bots.discord import components, files, forms, intake, messages
+from bots.discord import components, files, forms, messages
 from bots.discord.access import DENIED, DMS_OFF, AccessLists, is_allowed
 from bots.discord.delivery import NO_PING, DiscordDelivery
 from bots.discord.events import (
@@ -89,7 +89,7 @@ class Interactions:
         held = Held.of("interaction", request, attachments) if attachments else None
         if held is not None:
             try:
-                if not await intake.hold(self.service, held):
+                if not await self.service.hold(PLATFORM, held.key, held.to_dict()):
                     return  # another process has it, or its job exists already
             except Exception:
                 log.exception("could not keep interaction %s", interaction.id)
@@ -104,7 +104,7 @@ class Interactions:
 
         await self._submit(interaction, submit)
         if held is not None:
-            await intake.release(self.service, held)
+            await self.service.release(held.key)
 
     async def resume(self, held: Held) -> None:
         """An /imagine deferred by a process that died while its files downloaded."""
@@ -118,7 +118,7 @@ class Interactions:
         except Exception:
             log.exception("resumed interaction %s failed", held.key)
             await self._show(target, messages.failure(messages.INTERNAL))
-        await intake.release(self.service, held)
+        await self.service.release(held.key)
 
     async def _show(self, target: Target, text: str) -> None:
         try:

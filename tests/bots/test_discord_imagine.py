@@ -4,7 +4,6 @@ failure told in one clear sentence."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from tests.bots.test_discord_harness import (
@@ -18,7 +17,7 @@ from tests.bots.test_discord_harness import (
 )
 from tests.fakes.discord import FLAG_EPHEMERAL
 from tests.fakes.gemini import FakeGemini, Fault, pixel_size
-from tests.faults.checks import poll_until
+from tests.faults.checks import held_requests, poll_until
 
 FLASH = "gemini-3.1-flash-image-preview"
 
@@ -117,7 +116,7 @@ async def test_a_failed_download_withdraws_the_response_and_says_why_privately(
         )
         # held while it was being read, let go once answered: a restart will not answer again
         await poll_until(
-            lambda: _intake_rows(bot.settings.sqlite_path) == 0, timeout=5, what="release"
+            lambda: held_requests(bot.settings.sqlite_path) == 0, timeout=5, what="release"
         )
 
     assert "I only download attachments from Discord's own file servers" in note.content
@@ -213,8 +212,3 @@ async def test_a_job_cut_off_by_a_restart_is_finished_in_the_same_response_by_th
     assert result.attachments and result.embeds[0]["description"] == "a paper boat"
     assert len(fake_gemini.requests) == 2  # the first answer never arrived, so it ran again
     assert_every_interaction_answered_in_time(fake)
-
-
-def _intake_rows(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT count(*) FROM intake").fetchone()[0])

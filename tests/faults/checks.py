@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import sqlite3
 from collections import Counter
@@ -66,6 +67,14 @@ def job_rows(db: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY seq")]
+
+
+def held_requests(db: Path, *, expired_by: float = math.inf) -> int:
+    """Requests held in the intake table whose lease runs out before `expired_by` (any, by
+    default)."""
+    with sqlite3.connect(db) as conn:
+        query = "SELECT count(*) FROM intake WHERE lease_expires_at < ?"
+        return int(conn.execute(query, (expired_by,)).fetchone()[0])
 
 
 def closed(row: dict[str, Any]) -> bool:

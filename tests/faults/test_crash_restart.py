@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 import random
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +38,7 @@ from tests.fakes.slack import FakeSlack
 from tests.faults.checks import (
     api_calls_by_prompt,
     assert_no_open_jobs,
+    held_requests,
     job_rows,
     poll_until,
     prompt_of,
@@ -440,7 +439,11 @@ async def test_discord_requests_cut_off_while_their_photos_download_finish_after
             else:  # a deploy: the shutdown cancels the downloads and must keep both held
                 await procs.stop()
             # both held, and free to take over as soon as the next process starts
-            await poll_until(lambda: _held_and_expired(procs.db) == 2, timeout=WAIT, what="leases")
+            await poll_until(
+                lambda: held_requests(procs.db, expired_by=time.time()) == 2,
+                timeout=WAIT,
+                what="leases",
+            )
 
             await procs.start()
             rows = await settled(procs.db, 2, timeout=20)
@@ -463,11 +466,4 @@ async def test_discord_requests_cut_off_while_their_photos_download_finish_after
     assert finished(shown) and len(shown.attachments) == 1
     answered = [c for c in callbacks(fake) if c.status in (200, 204)]
     assert len(answered) == 1  # deferred once, by the first process
-    assert _held_and_expired(procs.db, at=math.inf) == 0  # nothing left held
-
-
-def _held_and_expired(db: Path, at: float | None = None) -> int:
-    """Held requests whose lease has run out (by `at`, or now)."""
-    with sqlite3.connect(db) as conn:
-        query = "SELECT count(*) FROM intake WHERE lease_expires_at < ?"
-        return int(conn.execute(query, (time.time() if at is None else at,)).fetchone()[0])
+    assert held_requests(procs.db) == 0  # nothing left held

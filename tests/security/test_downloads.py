@@ -304,6 +304,19 @@ async def test_a_slack_file_redirecting_to_an_internal_address_is_refused(
         assert await slack.job_count() == 0
 
 
+async def _mention_with_file(fake: Any, url: str) -> dict[str, Any]:
+    """Dispatch a mention whose attachment Discord says lives at `url`; returns its payload."""
+    payload = fake.message_create(
+        f"<@{fake.bot_user_id}> like this",
+        author_id=USER,
+        attachments=[fake.add_attachment(png(), "ref.png")],
+        mentions=[fake.bot_user_id],
+    )
+    payload["attachments"][0]["url"] = url
+    await fake.dispatch("MESSAGE_CREATE", payload)
+    return payload
+
+
 async def _discord_failure(fake: Any, payload: dict[str, Any]) -> StoredMessage:
     return await fake.wait_for_message(
         lambda m: replies_to(m, payload) and m.content.startswith("⚠️")
@@ -314,15 +327,7 @@ async def test_a_discord_attachment_on_another_host_is_refused(
     tmp_path: Path, fake_gemini: FakeGemini, inside: FileServer
 ) -> None:
     async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
-        attachment = fake.add_attachment(png(), "ref.png")
-        payload = fake.message_create(
-            f"<@{fake.bot_user_id}> like this",
-            author_id=USER,
-            attachments=[attachment],
-            mentions=[fake.bot_user_id],
-        )
-        payload["attachments"][0]["url"] = inside.file("/ref.png", png())
-        await fake.dispatch("MESSAGE_CREATE", payload)
+        payload = await _mention_with_file(fake, inside.file("/ref.png", png()))
 
         answer = await _discord_failure(fake, payload)
         assert "Discord's own file servers" in answer.content
@@ -351,15 +356,7 @@ async def test_discord_attachments_are_fetched_without_the_bot_token(
     tmp_path: Path, fake_gemini: FakeGemini, origin: FileServer
 ) -> None:
     async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
-        attachment = fake.add_attachment(png(), "ref.png")
-        payload = fake.message_create(
-            f"<@{fake.bot_user_id}> like this",
-            author_id=USER,
-            attachments=[attachment],
-            mentions=[fake.bot_user_id],
-        )
-        payload["attachments"][0]["url"] = origin.file("/ref.png", png())
-        await fake.dispatch("MESSAGE_CREATE", payload)
+        payload = await _mention_with_file(fake, origin.file("/ref.png", png()))
 
         await bot.reply_to(payload)
         [asked] = origin.requests
