@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    fake.add_argument(
+        "--dialect",
+        choices=("any", "google", "proxy"),
+        default="any",
+        help="answer as Google's API, as a Bearer-key proxy, or as either (default)",
+    )
     return parser
 
 
@@ -164,7 +170,9 @@ def _fake_gemini(args: argparse.Namespace) -> int:
         raise UserFacingError(
             "fake-gemini runs from a source checkout (it lives in tests/fakes)."
         ) from None
-    asyncio.run(serve(args.host, args.port, api_key=None, latency=args.latency))
+    asyncio.run(
+        serve(args.host, args.port, api_key=None, latency=args.latency, dialect=args.dialect)
+    )
     return 0
 
 
@@ -178,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fake-gemini":
             return _fake_gemini(args)
         settings = load_settings()
-        configure_logging(settings)
+        configure_logging(settings, quiet=args.command == "generate")
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
         if args.command == "chat":

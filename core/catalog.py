@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import UserFacingError
 
@@ -19,12 +19,14 @@ DEFAULT_SIZE = "1K"
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Google's current id; `provider_ids` names what other providers call the same model
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     aliases: tuple[str, ...] = ()
+    provider_ids: dict[str, str] = {}
     use: str = ""
-    # size a user asks for -> its spelling on the wire
-    sizes: dict[str, str]
+    # the sizes a user can ask for; each provider spells them its own way on the wire
+    sizes: tuple[str, ...]
     aspect_ratios: tuple[str, ...]
     max_reference_images: int = Field(ge=0)
     max_object_images: int | None = None
@@ -33,6 +35,12 @@ class Model(BaseModel):
     thought_signatures: bool = False
     output_tokens: dict[str, int] = {}
     price_per_image: dict[str, float] = {}
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _size_names(cls, value: Any) -> Any:
+        # older model files mapped each size to a spelling; the provider spells sizes now
+        return tuple(value) if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _check(self) -> Model:
@@ -54,8 +62,9 @@ class Model(BaseModel):
         """Sizes in ascending order."""
         return [size for size in SIZES if size in self.sizes]
 
-    def wire_size(self, size: str) -> str:
-        return self.sizes[size]
+    def wire_id(self, provider: str) -> str:
+        """The id to send to `provider` (a provider name such as "google" or "proxy")."""
+        return self.provider_ids.get(provider, self.id)
 
     def price(self, size: str) -> float:
         return self.price_per_image.get(size, 0.0)
@@ -69,7 +78,7 @@ class Model(BaseModel):
         return self.price(size) * images
 
     def names(self) -> tuple[str, ...]:
-        return (self.id, *self.aliases)
+        return (self.id, *self.provider_ids.values(), *self.aliases)
 
 
 class Catalog:
@@ -117,6 +126,15 @@ def _read_toml(text: str, origin: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _shipped_id(entries: dict[str, dict[str, Any]], name: str) -> str | None:
+    wanted = name.lower()
+    for model_id, entry in entries.items():
+        names = [model_id, *entry.get("aliases", ()), *entry.get("provider_ids", {}).values()]
+        if wanted in (str(n).lower() for n in names):
+            return model_id
+    return None
+
+
 def load_catalog(extra_file: Path | None = None, default: str | None = None) -> Catalog:
     """The shipped models, with entries from `extra_file` added or merged in by id.
 
@@ -133,6 +151,11 @@ def load_catalog(extra_file: Path | None = None, default: str | None = None) -> 
             model_id = entry.get("id")
             if not isinstance(model_id, str):
                 raise ValueError(f"{extra_file}: every [[models]] entry needs an id")
+            # an entry naming a shipped model by an old id or an alias changes that model
+            shipped_id = _shipped_id(entries, model_id)
+            if shipped_id is not None and shipped_id != model_id:
+                entry = {k: v for k, v in entry.items() if k != "id"}
+                model_id = shipped_id
             entries[model_id] = {**entries.get(model_id, {}), **entry}
     models = []
     for model_id, entry in entries.items():

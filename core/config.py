@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.providers import Provider, ProviderSetting, choose_provider
+
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message is one line naming the variable."""
@@ -27,11 +29,15 @@ class Settings(BaseSettings):
     gemini_base_url: str = Field(
         "https://generativelanguage.googleapis.com", validation_alias="GEMINI_BASE_URL"
     )
+    gemini_provider: ProviderSetting = Field("auto", validation_alias="GEMINI_PROVIDER")
     gemini_model: str = Field("flash", validation_alias="GEMINI_MODEL")
-    gemini_timeout_seconds: float = Field(300.0, gt=0, validation_alias="GEMINI_TIMEOUT_SECONDS")
+    # One attempt may take 180 s (a 4K image through a slow proxy takes up to ~130 s); a
+    # whole generation, retries included, ends after 300 s, so a hung API is said out loud
+    # within five minutes.
+    gemini_timeout_seconds: float = Field(180.0, gt=0, validation_alias="GEMINI_TIMEOUT_SECONDS")
     gemini_max_attempts: int = Field(4, ge=1, le=10, validation_alias="GEMINI_MAX_ATTEMPTS")
     gemini_retry_deadline_seconds: float = Field(
-        600.0, gt=0, validation_alias="GEMINI_RETRY_DEADLINE_SECONDS"
+        300.0, gt=0, validation_alias="GEMINI_RETRY_DEADLINE_SECONDS"
     )
     gemini_retry_backoff_seconds: float = Field(
         1.0, ge=0, validation_alias="GEMINI_RETRY_BACKOFF_SECONDS"
@@ -103,6 +109,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// or ws(s):// URL")
         return value
 
+    @field_validator("gemini_base_url")
+    @classmethod
+    def _api_root(cls, value: str) -> str:
+        # a root copied with its version ("…/v1beta") still means the root
+        root = value.rstrip("/")
+        for suffix in ("/v1beta/models", "/v1beta"):
+            root = root.removesuffix(suffix)
+        return root
+
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -147,6 +162,10 @@ class Settings(BaseSettings):
         return [item for item in value.split(",") if item]
 
     @property
+    def provider(self) -> Provider:
+        return choose_provider(self.gemini_provider, self.gemini_base_url)
+
+    @property
     def sqlite_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
 
@@ -176,7 +195,7 @@ class Settings(BaseSettings):
 
 
 _WANTS = {
-    "GEMINI_API_KEY": "set it to the image API key (sent as Authorization: Bearer)",
+    "GEMINI_API_KEY": "set it to the image API key (a Google AI Studio key, or a proxy's sk- key)",
     "SLACK_BOT_TOKEN": "set it to the app's xoxb- bot token",
     "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
     "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",

@@ -70,9 +70,17 @@ class _Piece:
 
 
 def build_history(
-    path: Sequence[Turn], images: Mapping[str, bytes], *, model: Model, budget_bytes: int
+    path: Sequence[Turn],
+    images: Mapping[str, bytes],
+    *,
+    model: Model,
+    budget_bytes: int,
+    wire_id: str | None = None,
 ) -> History:
     """The `contents` for a request to `model`, from the path root-first to the new user turn.
+
+    `wire_id` is the id the request goes out under (default `model.id`): a model turn keeps
+    its thought signatures only when that same id made it.
 
     Adjacent turns of one role are merged, thought signatures are sent back or replaced as
     the target model needs, and the oldest images are left out (each replaced by a short
@@ -85,7 +93,7 @@ def build_history(
     pieces = [
         piece
         for index, turn in enumerate(path)
-        for piece in _pieces(turn, images, model, newest=index == newest, index=index)
+        for piece in _pieces(turn, images, wire_id or model.id, newest=index == newest, index=index)
     ]
     signatures = model.thought_signatures
     images_at = [i for i, piece in enumerate(pieces) if piece.image is not None]
@@ -123,13 +131,14 @@ def encoded_size(contents: Sequence[Content]) -> int:
 
 
 def _pieces(
-    turn: Turn, images: Mapping[str, bytes], model: Model, *, newest: bool, index: int
+    turn: Turn, images: Mapping[str, bytes], wire_id: str, *, newest: bool, index: int
 ) -> list[_Piece]:
     is_model = turn.role == "model"
-    same_model = is_model and turn.model_id == model.id
+    same_model = is_model and turn.model_id == wire_id
     pieces: list[_Piece] = []
     for stored in turn.parts:
-        kept = stored.thought_signature if same_model else None
+        # an empty signature ("" from some proxies) is no signature
+        kept = (stored.thought_signature or None) if same_model else None
         foreign = is_model and not same_model and bool(stored.thought_signature)
         if stored.image_sha256:
             data = images.get(stored.image_sha256)

@@ -82,8 +82,9 @@ class _Json(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: str, fmt: str, secrets: Iterable[str]) -> None:
-    """Route all logging to stderr in `fmt` ("text" or "json") with secrets removed."""
+def configure(level: str | None, fmt: str, secrets: Iterable[str]) -> None:
+    """Route all logging to stderr in `fmt` ("text" or "json") with secrets removed;
+    a `level` of None logs nothing at all."""
     handler = logging.StreamHandler()
     handler.addFilter(_JobAndSecrets(secrets))
     if fmt == "json":
@@ -94,7 +95,7 @@ def configure(level: str, fmt: str, secrets: Iterable[str]) -> None:
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level if level is not None else logging.CRITICAL + 1)
     # httpx logs every request URL at INFO; keep the log about our own work
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # aiosqlite logs every statement with its parameters (image bytes included) at DEBUG

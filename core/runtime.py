@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,12 @@ from core.gemini import GeminiClient
 from core.service import Service
 from core.store import Store
 
+log = logging.getLogger("core.runtime")
 
-def configure_logging(settings: Settings) -> None:
+
+def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
+    """Logging as configured; `quiet` (one-shot commands) logs nothing unless
+    IMAGEBOT_LOG_LEVEL was set explicitly, so a script sees only the command's own lines."""
     secrets = [
         value.get_secret_value()
         for value in (
@@ -25,7 +30,9 @@ def configure_logging(settings: Settings) -> None:
         )
         if value is not None
     ]
-    logs.configure(settings.log_level, settings.log_format, secrets)
+    explicit = "log_level" in settings.model_fields_set
+    level = settings.log_level if explicit or not quiet else None
+    logs.configure(level, settings.log_format, secrets)
 
 
 def catalog_from(settings: Settings) -> Catalog:
@@ -43,14 +50,17 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
     assert settings.gemini_api_key is not None
     catalog = catalog_from(settings)
     store = await Store.open(settings.sqlite_path)
+    provider = settings.provider
     gemini = GeminiClient(
         settings.gemini_base_url,
         settings.gemini_api_key.get_secret_value(),
+        provider=provider,
         timeout_seconds=settings.gemini_timeout_seconds,
         max_attempts=settings.gemini_max_attempts,
         deadline_seconds=settings.gemini_retry_deadline_seconds,
         backoff_base_seconds=settings.gemini_retry_backoff_seconds,
     )
+    _log_image_api(settings, catalog)
     service = Service(settings, catalog, store, gemini)
     try:
         yield service
@@ -58,3 +68,27 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         await service.stop()
         await gemini.aclose()
         await store.close()
+
+
+def _log_image_api(settings: Settings, catalog: Catalog) -> None:
+    provider = settings.provider
+    model_id = catalog.default.wire_id(provider.name)
+    how = "chosen by host" if settings.gemini_provider == "auto" else "GEMINI_PROVIDER"
+    log.info(
+        "image API: %s at %s (provider %s, %s), key sent in %s, default model %s",
+        provider.title,
+        settings.gemini_base_url,
+        provider.name,
+        how,
+        provider.auth_kind,
+        model_id,
+    )
+    retired = provider.retired.get(model_id)
+    if retired is not None:
+        log.warning(
+            "%s shut %s down on %s; set GEMINI_MODEL=%s",
+            provider.title,
+            model_id,
+            retired.since,
+            retired.successor,
+        )

@@ -490,19 +490,22 @@ class Service:
         stored = await self.store.images(
             part.image_sha256 for turn in path for part in turn.parts if part.image_sha256
         )
+        provider = self.gemini.provider
+        wire_id = model.wire_id(provider.name)
         history = build_history(
             path,
             {sha: image.data for sha, image in stored.items()},
             model=model,
+            wire_id=wire_id,
             budget_bytes=self.settings.request_budget_bytes,
         )
         size = job.options.size or model.default_size
         request = ImageRequest(
-            model_id=model.id,
+            model_id=wire_id,
             contents=history.contents,
             aspect_ratio=job.options.aspect_ratio,
             # a single-size model has nothing to choose; leave the field to the API
-            image_size=model.wire_size(size) if len(model.sizes) > 1 else None,
+            image_size=provider.wire_size(size) if len(model.sizes) > 1 else None,
             temperature=job.options.temperature,
             with_text=bool(job.options.text),
         )
@@ -518,10 +521,10 @@ class Service:
                 error_detail=exc.detail,
                 notice=history.notice,
             )
-        return await self._result(result, model, size, history.notice)
+        return await self._result(result, model, wire_id, size, history.notice)
 
     async def _result(
-        self, result: ImageResult, model: Model, size: str, notice: str | None
+        self, result: ImageResult, model: Model, wire_id: str, size: str, notice: str | None
     ) -> JobResult:
         parts: list[StoredPart] = []
         new_images: list[NewImage] = []
@@ -545,7 +548,8 @@ class Service:
             api_calls=result.attempts,
             parts=parts,
             images=new_images,
-            model_id=model.id,
+            # the id that made it: its thought signatures are good for that id only
+            model_id=wire_id,
             error_message=None if new_images else TEXT_ONLY,
             error_detail=None if new_images else f"finishReason={result.finish_reason}",
             notice=notice,

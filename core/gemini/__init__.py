@@ -2,6 +2,7 @@
 
 from core.gemini._client import GeminiClient
 from core.gemini._errors import (
+    FINISH_ALIASES,
     FINISH_MESSAGES,
     PROMPT_BLOCK_MESSAGES,
     GeminiError,
@@ -21,6 +22,7 @@ from core.gemini._types import (
 from core.gemini._wire import RequestJSON, build_body, encode_body
 
 __all__ = [
+    "FINISH_ALIASES",
     "FINISH_MESSAGES",
     "PROMPT_BLOCK_MESSAGES",
     "SKIP_SIGNATURE",

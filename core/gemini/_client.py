@@ -26,6 +26,7 @@ from core.gemini._types import (
     ImageResult,
 )
 from core.gemini._wire import encode_body
+from core.providers import Provider, choose_provider
 
 log = logging.getLogger("core.gemini")
 
@@ -38,9 +39,10 @@ class GeminiClient:
         base_url: str,
         api_key: str,
         *,
-        timeout_seconds: float = 300.0,
+        provider: Provider | None = None,
+        timeout_seconds: float = 180.0,
         max_attempts: int = 4,
-        deadline_seconds: float = 600.0,
+        deadline_seconds: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
         backoff_base_seconds: float = 1.0,
         backoff_cap_seconds: float = 30.0,
@@ -49,6 +51,7 @@ class GeminiClient:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.base_url = base_url.rstrip("/")
+        self.provider = provider or choose_provider("auto", self.base_url)
         self.timeout_seconds = timeout_seconds
         self.max_attempts = max_attempts
         self.deadline_seconds = deadline_seconds
@@ -56,7 +59,7 @@ class GeminiClient:
         self.backoff_cap_seconds = backoff_cap_seconds
         self._api_key = api_key
         self._headers = {
-            "Authorization": f"Bearer {api_key}",
+            **self.provider.auth_headers(api_key),
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
@@ -72,7 +75,10 @@ class GeminiClient:
         )
 
     def __repr__(self) -> str:
-        return f"GeminiClient(base_url={self.base_url!r}, max_attempts={self.max_attempts})"
+        return (
+            f"GeminiClient(base_url={self.base_url!r}, provider={self.provider.name!r}, "
+            f"max_attempts={self.max_attempts})"
+        )
 
     async def __aenter__(self) -> GeminiClient:
         return self
@@ -103,14 +109,19 @@ class GeminiClient:
         """
         body = await asyncio.to_thread(encode_body, request)
         url = self.url_for(request.model_id)
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.deadline_seconds
         attempt = 0
         while True:
             attempt += 1
             if on_attempt is not None:
                 on_attempt()
             try:
-                result = await self._attempt(url, body, request.model_id)
+                async with asyncio.timeout_at(deadline):
+                    result = await self._attempt(url, body, request.model_id)
+            except TimeoutError:
+                raise _out_of_time(loop.time() - started, attempt) from None
             except GeminiError as exc:
                 error = _scrub(exc, self._api_key)
                 error.attempts = attempt
@@ -119,7 +130,7 @@ class GeminiClient:
                         error.detail += f" (gave up after {attempt} attempts)"
                     raise
                 delay = self._delay(error, attempt)
-                if time.monotonic() - started + delay > self.deadline_seconds:
+                if loop.time() + delay > deadline:
                     error.detail += (
                         f" (gave up after {attempt} attempts: the next wait of {delay:.1f} s "
                         f"would pass the {self.deadline_seconds:g} s deadline)"
@@ -155,8 +166,34 @@ class GeminiClient:
         if response.status_code == 200:
             # A 200 that cannot be read is not retried: the generation may have been charged.
             if len(response.content) > 1_000_000:
-                return await asyncio.to_thread(parse_response, response.content, model_id=model_id)
-            return parse_response(response.content, model_id=model_id)
+                return await asyncio.to_thread(
+                    parse_response, response.content, model_id=model_id, provider=self.provider
+                )
+            return parse_response(response.content, model_id=model_id, provider=self.provider)
         raise error_from_response(
-            response.status_code, response.content, response.headers, model_id=model_id
+            response.status_code,
+            response.content,
+            response.headers,
+            model_id=model_id,
+            provider=self.provider,
         )
+
+
+def _out_of_time(waited: float, attempts: int) -> GeminiError:
+    tries = "1 try" if attempts == 1 else f"{attempts} tries"
+    error = GeminiError(
+        f"The image service made no picture in {_duration(waited)} ({tries}), so I stopped "
+        "waiting; try again later, perhaps at a smaller size.",
+        reason="deadline",
+        detail=f"the generation deadline passed after {waited:.1f} s and {tries}",
+    )
+    error.attempts = attempts
+    return error
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        whole = round(seconds)
+        return f"{whole} second{'s' * (whole != 1)}"
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes"

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from core.errors import UserFacingError
 from core.gemini._wire import WireError, WireErrorEnvelope
+from core.providers import PROVIDERS, Provider
 
 
 class GeminiError(UserFacingError):
@@ -70,6 +71,8 @@ PROMPT_BLOCK_MESSAGES = {
     "which it will not make in any wording.",
     "IMAGE_SAFETY": "The image service refused an image in this request for safety reasons; "
     "try again with a different image.",
+    "JAILBREAK": "The image service refused this prompt as an attempt to get around its rules; "
+    "say plainly what you want to see.",
     "OTHER": "The image service refused this prompt without saying why; rephrase it and try again.",
 }
 
@@ -97,6 +100,18 @@ FINISH_MESSAGES = {
     "OTHER": "The image service stopped without giving a reason; try again or rephrase the prompt.",
     "MAX_TOKENS": "The image service ran out of room before finishing the picture; shorten the "
     "prompt or start a new thread and try again.",
+    "LANGUAGE": "The image service did not accept the language of this prompt; try again in "
+    "English.",
+    "MALFORMED_FUNCTION_CALL": "The image service tripped over its own answer and made no "
+    "picture; try again.",
+    "MISSING_THOUGHT_SIGNATURE": "The image service refused this thread's history (a thought "
+    "signature was missing); start a new thread and try again.",
+    "ESCALATION": "The image service held this request back under one of its review rules; "
+    "rephrase it and try again.",
+    "MODEL_ARMOR": "The image service's content filter blocked the answer; rephrase the prompt "
+    "and try again.",
+    "PUP_LIMITED_DISABLED": "The image service has limited this API key's account for policy "
+    "violations; ask whoever runs this bot to check the account.",
 }
 
 NO_CANDIDATES_MESSAGE = (
@@ -106,6 +121,7 @@ EMPTY_CONTENT_MESSAGE = (
     "The image service returned an empty answer; try again or rephrase the prompt."
 )
 MALFORMED_MESSAGE = "The image service sent an answer I could not read; try again in a moment."
+EMPTY_BODY_MESSAGE = "The image service sent an empty answer; try again in a moment."
 BAD_KEY_MESSAGE = (
     "The image service rejected the API key; ask whoever runs this bot to check GEMINI_API_KEY."
 )
@@ -124,13 +140,45 @@ RATE_LIMITED_MESSAGE = (
     "The image service is getting too many requests right now; try again in a minute."
 )
 OVERLOADED_MESSAGE = "The image service is overloaded right now; try again in a few minutes."
+UNAVAILABLE_MESSAGE = "The image service is unavailable right now; try again in a few minutes."
 SERVER_MESSAGE = "The image service had an internal problem; try again in a few minutes."
+GATEWAY_MESSAGE = (
+    "The proxy in front of the image service could not get an answer from it; try again in a "
+    "few minutes."
+)
+GATEWAY_TIMEOUT_MESSAGE = (
+    "The image service (or a proxy in front of it) gave up waiting for the picture; try again "
+    "in a minute, perhaps at a smaller size."
+)
+BEARER_TO_GOOGLE_MESSAGE = (
+    "Google's Gemini API wants the key in an x-goog-api-key header, but this bot sent it as a "
+    "Bearer token: ask whoever runs this bot to set GEMINI_PROVIDER=google."
+)
+GOOGLE_HEADER_REFUSED_MESSAGE = (
+    "The image service did not accept the key sent the Google way (x-goog-api-key): if "
+    "GEMINI_BASE_URL is a proxy that takes Bearer keys, ask whoever runs this bot to set "
+    "GEMINI_PROVIDER=proxy; otherwise check GEMINI_API_KEY."
+)
+BAD_ROOT_MESSAGE = (
+    "The image service has no generateContent at this address: ask whoever runs this bot to set "
+    "GEMINI_BASE_URL to the API root (for Google, https://generativelanguage.googleapis.com)."
+)
 SIGNATURE_MESSAGE = (
     "The image service refused this thread's history (a thought signature was missing or "
     "not valid); start a new thread and try again."
 )
 TIMEOUT_MESSAGE_SHORT = "The image service took too long to answer; try again in a minute."
 TOO_LARGE_MESSAGE = "The request was too large for the image service; use fewer or smaller images."
+
+# reasons that mean the same to a user as another one
+FINISH_ALIASES = {
+    "CONTINUATION": "MAX_TOKENS",
+    "UNEXPECTED_TOOL_CALL": "MALFORMED_FUNCTION_CALL",
+    "TOO_MANY_TOOL_CALLS": "MALFORMED_FUNCTION_CALL",
+    "MALFORMED_RESPONSE": "MALFORMED_FUNCTION_CALL",
+    "FINISH_REASON_UNSPECIFIED": "OTHER",
+}
+FINISH_MESSAGES.update({alias: FINISH_MESSAGES[same] for alias, same in FINISH_ALIASES.items()})
 
 _NO_IMAGE_FINISH = frozenset(FINISH_MESSAGES)
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -193,8 +241,35 @@ def _mentions_bad_key(error: WireError) -> bool:
     )
 
 
+def _no_channel(model_id: str) -> str:
+    return (
+        f"The image service has no channel serving `{model_id}` (a setup problem at the proxy, "
+        "not something a retry fixes): choose another model with --model, or ask whoever runs "
+        "this bot to enable it on the proxy."
+    )
+
+
+def _unknown_model(model_id: str, provider: Provider) -> str:
+    retired = provider.retired.get(model_id)
+    if retired is not None:
+        return (
+            f"{provider.title} shut the model `{model_id}` down on {retired.since}: use "
+            f"`--model {retired.successor}` instead, or ask whoever runs this bot to change "
+            "GEMINI_MODEL."
+        )
+    return (
+        f"The image service does not know the model `{model_id}`; choose another with "
+        "--model, or ask whoever runs this bot to update the model list."
+    )
+
+
 def _error_from_wire(
-    status: int, error: WireError, headers: Mapping[str, str], *, model_id: str
+    status: int,
+    error: WireError,
+    headers: Mapping[str, str],
+    *,
+    model_id: str,
+    provider: Provider = PROVIDERS["proxy"],
 ) -> GeminiError:
     api_status = error.status or error.type
     api_message = _one_line(error.message or "")
@@ -223,8 +298,11 @@ def _error_from_wire(
             retry_after=retry_after if retryable else None,
         )
 
+    lowered = api_message.lower()
     if "insufficient" in code and "quota" in code:
         return make(CREDIT_MESSAGE, "quota_exhausted")
+    if code == "model_not_found":  # New-API / One-API: no channel serves this model
+        return make(_no_channel(model_id), "unknown_model")
     if status == 400:
         if _mentions_bad_key(error):
             return make(BAD_KEY_MESSAGE, "bad_key")
@@ -235,17 +313,20 @@ def _error_from_wire(
             f"The image service refused the request: {_one_line(said, 200)}.", "bad_request"
         )
     if status == 401:
+        if "expected oauth 2 access token" in lowered and provider.auth_prefix:
+            return make(BEARER_TO_GOOGLE_MESSAGE, "wrong_provider")
+        if provider.name == "google":
+            return make(GOOGLE_HEADER_REFUSED_MESSAGE, "wrong_provider")
         return make(BAD_KEY_MESSAGE, "bad_key")
     if status == 403:
-        if _mentions_bad_key(error) or "key" in api_message.lower():
+        if _mentions_bad_key(error) or "key" in lowered:
             return make(BAD_KEY_MESSAGE, "bad_key")
         return make(FORBIDDEN_MESSAGE, "forbidden")
     if status == 404:
-        return make(
-            f"The image service does not know the model `{model_id}`; choose another with "
-            "--model, or ask whoever runs this bot to update the model list.",
-            "unknown_model",
-        )
+        # Google's own "The requested URL … was not found" means a wrong root, not a model
+        if "requested url" not in lowered and ("model" in lowered or model_id in api_message):
+            return make(_unknown_model(model_id, provider), "unknown_model")
+        return make(BAD_ROOT_MESSAGE, "bad_url")
     if status == 408:
         return make(TIMEOUT_MESSAGE_SHORT, "timeout", retryable=True)
     if status == 413:
@@ -255,7 +336,13 @@ def _error_from_wire(
             return make(QUOTA_MESSAGE, "quota_exhausted")
         return make(RATE_LIMITED_MESSAGE, "rate_limited", retryable=True)
     if status == 503:
-        return make(OVERLOADED_MESSAGE, "server", retryable=True)
+        if "overload" in lowered:
+            return make(OVERLOADED_MESSAGE, "server", retryable=True)
+        return make(UNAVAILABLE_MESSAGE, "server", retryable=True)
+    if status == 502:
+        return make(GATEWAY_MESSAGE, "server", retryable=True)
+    if status in (504, 524):  # 524: Cloudflare's "a timeout occurred"
+        return make(GATEWAY_TIMEOUT_MESSAGE, "timeout", retryable=True)
     if status >= 500:
         return make(SERVER_MESSAGE, "server", retryable=status in _RETRYABLE_STATUS)
     return make(
@@ -266,7 +353,12 @@ def _error_from_wire(
 
 
 def error_from_response(
-    status: int, body: bytes | str, headers: Mapping[str, str], *, model_id: str
+    status: int,
+    body: bytes | str,
+    headers: Mapping[str, str],
+    *,
+    model_id: str,
+    provider: Provider = PROVIDERS["proxy"],
 ) -> GeminiError:
     """The GeminiError a non-200 answer amounts to (Google, One-API or non-JSON bodies)."""
     wire: WireError | None = None
@@ -289,7 +381,7 @@ def error_from_response(
     elif wire.message is None and wire.status is None:
         wire = wire.model_copy(update={"message": _one_line(_text(body), 200)})
     lowered = {k.lower(): v for k, v in headers.items()}
-    return _error_from_wire(status, wire, lowered, model_id=model_id)
+    return _error_from_wire(status, wire, lowered, model_id=model_id, provider=provider)
 
 
 def _transport_error(exc: httpx.TransportError, timeout_seconds: float) -> GeminiError:

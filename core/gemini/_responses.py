@@ -10,10 +10,12 @@ from pydantic import ValidationError
 
 from core.gemini._errors import (
     _NO_IMAGE_FINISH,
+    EMPTY_BODY_MESSAGE,
     EMPTY_CONTENT_MESSAGE,
     FINISH_MESSAGES,
     NO_CANDIDATES_MESSAGE,
     PROMPT_BLOCK_MESSAGES,
+    GeminiError,
     GenerationBlocked,
     _error_from_wire,
     _malformed,
@@ -28,6 +30,7 @@ from core.gemini._types import (
 )
 from core.gemini._wire import WireContent, WireResponse, WireUsage
 from core.images import sniff_mime
+from core.providers import PROVIDERS, Provider
 
 # Decoded a slice at a time: one b64decode call over a 4K image holds the GIL for ~20 ms,
 # and this runs in a worker thread beside the event loop that answers chat platforms.
@@ -79,11 +82,17 @@ def _usage(wire: WireUsage | None) -> Usage:
     )
 
 
-def parse_response(body: bytes | str, *, model_id: str = "") -> ImageResult:
+def parse_response(
+    body: bytes | str, *, model_id: str = "", provider: Provider = PROVIDERS["proxy"]
+) -> ImageResult:
     """An ImageResult from a 200 answer, or the GeminiError that answer amounts to.
 
     A text-only answer that finished normally is a result (its `images` is empty).
     """
+    if not body.strip():
+        raise GeminiError(
+            EMPTY_BODY_MESSAGE, reason="malformed", status=200, detail="a 200 answer with no body"
+        )
     try:
         payload = json.loads(body)
     except ValueError:
@@ -99,7 +108,7 @@ def parse_response(body: bytes | str, *, model_id: str = "") -> ImageResult:
     if wire.error is not None and not wire.candidates:
         code = wire.error.code if isinstance(wire.error.code, int) else 0
         return_status = code if 400 <= code <= 599 else 502
-        raise _error_from_wire(return_status, wire.error, {}, model_id=model_id)
+        raise _error_from_wire(return_status, wire.error, {}, model_id=model_id, provider=provider)
     ids = f"responseId={wire.response_id} modelVersion={wire.model_version}"
     feedback = wire.prompt_feedback
     if feedback is not None and feedback.block_reason:
@@ -128,6 +137,10 @@ def parse_response(body: bytes | str, *, model_id: str = "") -> ImageResult:
         if not parts:
             raise GenerationBlocked(
                 EMPTY_CONTENT_MESSAGE, block_reason=finish, detail=f"no content; {detail}"
+            )
+        if finish not in (None, "STOP"):  # a reason newer than this table
+            raise GenerationBlocked(
+                FINISH_MESSAGES["OTHER"], block_reason=finish, text=text, detail=detail
             )
     return ImageResult(
         parts=parts,

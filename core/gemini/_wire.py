@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from core.gemini._types import (
@@ -42,6 +42,17 @@ class RequestJSON(TypedDict):
     generationConfig: GenerationConfigJSON
 
 
+_Item = TypeVar("_Item")
+
+
+def _none_as_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+# Proxies send `"parts": null`, `"candidates": null` or `"details": null` for "none".
+NullableList = Annotated[list[_Item], BeforeValidator(_none_as_empty)]
+
+
 class _Wire(BaseModel):
     # Lenient: unknown fields ignored; camelCase as sent, snake_case as some proxies send.
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
@@ -61,7 +72,7 @@ class WirePart(_Wire):
 
 class WireContent(_Wire):
     role: str | None = None
-    parts: list[WirePart] = []
+    parts: NullableList[WirePart] = []
 
 
 class WireCandidate(_Wire):
@@ -75,17 +86,24 @@ class WirePromptFeedback(_Wire):
     block_reason_message: str | None = None
 
 
+def _none_as_zero(value: Any) -> Any:
+    return 0 if value is None else value
+
+
+Count = Annotated[int, BeforeValidator(_none_as_zero)]
+
+
 class WireModalityCount(_Wire):
     modality: str | None = None
-    token_count: int = 0
+    token_count: Count = 0
 
 
 class WireUsage(_Wire):
-    prompt_token_count: int = 0
-    candidates_token_count: int = 0
-    thoughts_token_count: int = 0
-    total_token_count: int = 0
-    candidates_tokens_details: list[WireModalityCount] = []
+    prompt_token_count: Count = 0
+    candidates_token_count: Count = 0
+    thoughts_token_count: Count = 0
+    total_token_count: Count = 0
+    candidates_tokens_details: NullableList[WireModalityCount] = []
 
 
 class WireQuotaViolation(_Wire):
@@ -97,17 +115,23 @@ class WireErrorDetail(_Wire):
     type: str = Field("", alias="@type")
     retry_delay: str | None = None  # RetryInfo
     reason: str | None = None  # ErrorInfo
-    violations: list[WireQuotaViolation] = []  # QuotaFailure
+    violations: NullableList[WireQuotaViolation] = []  # QuotaFailure
 
 
 class WireError(_Wire):
     """Google's `{code, message, status, details}` or One-API's `{message, type, code}`."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_message(cls, value: Any) -> Any:
+        # some proxies answer {"error": "Unauthorized"}
+        return {"message": value} if isinstance(value, str) else value
+
     code: int | str | None = None
     message: str | None = None
     status: str | None = None
     type: str | None = None
-    details: list[WireErrorDetail] = []
+    details: NullableList[WireErrorDetail] = []
 
 
 class WireErrorEnvelope(_Wire):
@@ -115,7 +139,7 @@ class WireErrorEnvelope(_Wire):
 
 
 class WireResponse(_Wire):
-    candidates: list[WireCandidate] = []
+    candidates: NullableList[WireCandidate] = []
     prompt_feedback: WirePromptFeedback | None = None
     usage_metadata: WireUsage | None = None
     model_version: str | None = None

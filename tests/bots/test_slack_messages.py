@@ -165,7 +165,7 @@ def test_settings_modal_starts_from_the_saved_defaults() -> None:
         CATALOG, Options(model="gemini-3-pro-image-preview", aspect_ratio="4:3")
     )
     selects = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
-    assert selects["model"]["initial_option"]["value"] == "gemini-3-pro-image-preview"
+    assert selects["model"]["initial_option"]["value"] == "gemini-3-pro-image"
     assert selects["aspect_ratio"]["initial_option"]["value"] == "4:3"
     assert selects["size"]["initial_option"]["value"] == messages.DEFAULT_CHOICE
     ratios = [o["value"] for o in selects["aspect_ratio"]["options"]][1:]

@@ -10,7 +10,9 @@ from core.catalog import load_catalog
 def test_the_three_shipped_models_and_their_limits() -> None:
     catalog = load_catalog()
     flash, pro, old = (catalog.get(n) for n in ("flash", "pro", "2.5-flash"))
-    assert flash.id == "gemini-3.1-flash-image-preview"
+    assert (flash.id, pro.id) == ("gemini-3.1-flash-image", "gemini-3-pro-image")
+    assert flash.wire_id("proxy") == "gemini-3.1-flash-image-preview"
+    assert pro.wire_id("google") == "gemini-3-pro-image"
     assert flash.size_names == ["0.5K", "1K", "2K", "4K"]
     assert "8:1" in flash.aspect_ratios and "8:1" not in pro.aspect_ratios
     assert (pro.max_reference_images, pro.max_object_images, pro.max_people_images) == (14, 6, 5)
@@ -28,20 +30,30 @@ id = "gemini-3-pro-image-preview"
 aspect_ratios = ["1:1", "4:5", "5:4"]
 
 [[models]]
-id = "gemini-3-pro-image"
-name = "Gemini 3 Pro Image (GA)"
-aliases = ["pro-ga"]
+id = "gemini-4-image"
+name = "Gemini 4 Image"
+aliases = ["four"]
 sizes = { "0.5K" = "512", "1K" = "1K" }
 aspect_ratios = ["1:1"]
 max_reference_images = 14
 """,
         "utf-8",
     )
-    catalog = load_catalog(extra, default="pro-ga")
-    assert catalog.default.id == "gemini-3-pro-image"
-    assert catalog.get("pro-ga").wire_size("0.5K") == "512"
+    catalog = load_catalog(extra, default="four")
+    assert catalog.default.id == "gemini-4-image"
+    assert catalog.get("four").size_names == ["0.5K", "1K"]
     pro = catalog.get("pro")
+    assert pro.id == "gemini-3-pro-image", "the preview id names the shipped model"
     assert pro.aspect_ratios == ("1:1", "4:5", "5:4") and pro.max_reference_images == 14
+    assert len(catalog.models) == 4
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["flash", "gemini-3.1-flash-image", "gemini-3.1-flash-image-preview", "NANO-BANANA-2"],
+)
+def test_current_and_preview_ids_name_the_same_model(name: str) -> None:
+    assert load_catalog().get(name).id == "gemini-3.1-flash-image"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ def test_defaults_match_the_documented_ones() -> None:
     settings = load_settings(_env_file=None)
     assert settings.database_url == "sqlite:///data/imagebot.sqlite3"
     assert settings.sqlite_path.as_posix() == "data/imagebot.sqlite3"
-    assert settings.gemini_timeout_seconds == 300
+    assert settings.gemini_timeout_seconds == 180
+    assert settings.gemini_retry_deadline_seconds == 300
+    assert settings.gemini_provider == "auto" and settings.provider.name == "google"
     assert settings.request_budget_bytes == 20_000_000
     assert settings.slack_api_url == "https://slack.com/api/"
 

@@ -69,7 +69,7 @@ async def test_metrics_count_jobs_retries_latency_and_cost(
     assert 'imagebot_jobs_total{outcome="succeeded",platform="test"}' in scraped
     assert 'imagebot_api_retries_total{reason="server"}' in scraped
     assert 'imagebot_api_request_seconds_count{status="503"}' in scraped
-    assert 'imagebot_estimated_cost_usd_total{model="gemini-3-pro-image-preview"}' in scraped
+    assert 'imagebot_estimated_cost_usd_total{model="gemini-3-pro-image"}' in scraped
 
 
 def test_text_logs_name_the_job_in_the_line(captured: pytest.CaptureFixture[str]) -> None:

@@ -87,7 +87,7 @@ def test_unknown_model_lists_the_choices() -> None:
 
 
 def test_model_ids_and_aliases_both_resolve_case_insensitively() -> None:
-    assert resolve(Options(model="PRO"), CATALOG).model.id == "gemini-3-pro-image-preview"
+    assert resolve(Options(model="PRO"), CATALOG).model.id == "gemini-3-pro-image"
     assert resolve(Options(model="gemini-2.5-flash-image"), CATALOG).model.name == (
         "Gemini 2.5 Flash Image"
     )
@@ -120,13 +120,13 @@ def test_saved_defaults_the_model_cannot_do_give_way_quietly() -> None:
 
 def test_typed_options_win_over_defaults() -> None:
     resolved = resolve(Options(size="2K"), CATALOG, defaults=Options(size="4K", model="pro"))
-    assert (resolved.model.id, resolved.size) == ("gemini-3-pro-image-preview", "2K")
+    assert (resolved.model.id, resolved.size) == ("gemini-3-pro-image", "2K")
 
 
 def test_default_model_is_flash_at_1k() -> None:
     resolved = resolve(Options(), CATALOG)
     assert (resolved.model.id, resolved.size, resolved.aspect_ratio) == (
-        "gemini-3.1-flash-image-preview",
+        "gemini-3.1-flash-image",
         "1K",
         None,
     )

@@ -40,7 +40,50 @@ FAULT_KINDS = frozenset(
         "reseller_401",
     }
 )
+DIALECTS = ("any", "google", "proxy")
 _PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
+# The ids each dialect serves, written down from Google's model and deprecation pages rather
+# than read from imagebot's catalog (which the fake uses for limits only), so the two can
+# disagree: Google serves the current ids; the preview ids shut down on 2026-06-25 and
+# gemini-2.5-flash-image on 2026-10-02, while resellers go on serving them.
+_GOOGLE_IDS = frozenset({"gemini-3.1-flash-image", "gemini-3-pro-image"})
+_SERVED_IDS = {
+    "google": _GOOGLE_IDS,
+    "proxy": _GOOGLE_IDS
+    | {"gemini-3.1-flash-image-preview", "gemini-3-pro-image-preview", "gemini-2.5-flash-image"},
+}
+_SERVED_IDS["any"] = _SERVED_IDS["proxy"]
+_SIZES_COMMON = {"1K": "1K", "2K": "2K", "4K": "4K"}
+_DIALECT_SIZES = {
+    "google": {**_SIZES_COMMON, "512": "0.5K"},
+    "proxy": {**_SIZES_COMMON, "0.5K": "0.5K"},
+    "any": {**_SIZES_COMMON, "512": "0.5K", "0.5K": "0.5K"},
+}
+# what GenerateContentRequest and GenerationConfig hold (camelCase; snake_case is converted)
+_REQUEST_FIELDS = {
+    "contents",
+    "generationConfig",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "cachedContent",
+}
+_GENERATION_CONFIG_FIELDS = {
+    "responseModalities",
+    "temperature",
+    "imageConfig",
+    "topP",
+    "topK",
+    "candidateCount",
+    "maxOutputTokens",
+    "stopSequences",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseMimeType",
+    "thinkingConfig",
+}
 _MIME_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 _TYPE = "type.googleapis.com/google.rpc."
 
@@ -196,14 +239,22 @@ class RecordedResponse:
 
 
 class _Rejected(Exception):
+    """An error answer: Google's shape, or a proxy's OpenAI shape when `openai_type` is set."""
+
     def __init__(
-        self, status: int, api_status: str, message: str, details: list[Any] | None = None
+        self,
+        status: int,
+        api_status: str,
+        message: str,
+        details: list[Any] | None = None,
+        openai_type: str | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.api_status = api_status
         self.message = message
         self.details = details or []
+        self.openai_type = openai_type
 
 
 def _invalid(message: str) -> _Rejected:
@@ -219,6 +270,20 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
     for key in obj:
         if key not in allowed:
             raise _unknown_name(key, where)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _camel_keys(value: Any) -> Any:
+    """Google accepts snake_case field names beside camelCase: read both as camelCase."""
+    if isinstance(value, dict):
+        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value
 
 
 def _decode_base64(data: str) -> bytes | None:
@@ -242,6 +307,7 @@ def _google_error(
 @dataclass
 class _Checked:
     model: Model
+    model_id: str  # as requested
     contents: list[dict[str, Any]]
     modalities: list[str]
     aspect_ratio: str | None
@@ -250,6 +316,10 @@ class _Checked:
 
 class FakeGemini:
     """The fake server. `faults` are consumed one per API request, in order.
+
+    `dialect` is "google" (Google's Gemini API: the key in x-goog-api-key or ?key=, a Bearer
+    API key refused as Google refuses it, current model ids, "512"), "proxy" (a reseller:
+    Bearer keys, the preview ids as well, "0.5K") or "any" (both at once, the default).
 
     With `photo` set to "jpeg" or "png", images are photo-like pictures of realistic byte size
     (rendered once per pixel size, then made unique per answer) instead of a flat colour with
@@ -263,10 +333,14 @@ class FakeGemini:
         latency: float = 0.0,
         catalog: Catalog | None = None,
         photo: str | None = None,
+        dialect: str = "any",
     ) -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
         if photo is not None and photo not in PHOTO_FORMATS:
             raise ValueError(f"photo must be one of {', '.join(PHOTO_FORMATS)}, not {photo!r}")
         self.api_key = api_key
+        self.dialect = dialect
         self.latency = latency
         self.catalog = catalog or load_catalog()
         self.photo = photo
@@ -416,10 +490,13 @@ class FakeGemini:
                 if early is not None:
                     return early
         try:
-            self._check_auth(request.headers.get("Authorization"))
-            model = self._check_route(request.method, request.path)
-            checked = self._check_body(model, record.body)
+            self._check_auth(request)
+            model, model_id = self._check_route(request.method, request.path)
+            checked = self._check_body(model, model_id, record.body)
         except _Rejected as rejected:
+            if rejected.openai_type is not None:
+                error = {"message": rejected.message, "type": rejected.openai_type, "code": None}
+                return web.json_response({"error": error}, status=rejected.status)
             return _google_error(
                 rejected.status, rejected.api_status, rejected.message, rejected.details
             )
@@ -483,15 +560,29 @@ class FakeGemini:
             return web.json_response({"error": error}, status=401)
         return None  # answered after the request is checked
 
-    def _check_auth(self, header: str | None) -> None:
-        if not header or not header.startswith("Bearer ") or not header[7:].strip():
+    def _check_auth(self, request: web.Request) -> None:
+        google_key = request.headers.get("x-goog-api-key") or request.query.get("key")
+        bearer = request.headers.get("Authorization", "")
+        bearer_key = bearer[7:].strip() if bearer.startswith("Bearer ") else ""
+        if self.dialect == "proxy":
+            key = bearer_key
+            if not key:
+                raise _Rejected(401, "", "No token provided", openai_type="invalid_request_error")
+        elif google_key or self.dialect == "any":
+            key = google_key or bearer_key
+        else:
+            key = ""
+        if not key:
             raise _Rejected(
                 401,
                 "UNAUTHENTICATED",
-                "Request is missing required authentication credential. Expected OAuth 2 "
-                "access token, login cookie or other valid authentication credential.",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                "login cookie or other valid authentication credential. See "
+                "https://developers.google.com/identity/sign-in/web/devconsole-project.",
             )
-        if self.api_key is not None and header[7:] != self.api_key:
+        if self.api_key is not None and key != self.api_key:
+            if self.dialect == "proxy":
+                raise _Rejected(401, "", "Invalid token", openai_type="invalid_request_error")
             raise _Rejected(
                 400,
                 "INVALID_ARGUMENT",
@@ -505,7 +596,7 @@ class FakeGemini:
                 ],
             )
 
-    def _check_route(self, method: str, path: str) -> Model:
+    def _check_route(self, method: str, path: str) -> tuple[Model, str]:
         match = _PATH.match(path)
         if match is None or method != "POST":
             raise _Rejected(
@@ -514,7 +605,7 @@ class FakeGemini:
                 f"The requested URL {path} ({method}) was not found on this server.",
             )
         model_id = match.group(1)
-        model = next((m for m in self.catalog.models if m.id == model_id), None)
+        model = self.catalog.find(model_id) if model_id in _SERVED_IDS[self.dialect] else None
         if model is None:
             raise _Rejected(
                 404,
@@ -523,16 +614,17 @@ class FakeGemini:
                 "for generateContent. Call ListModels to see the list of available models "
                 "and their supported methods.",
             )
-        return model
+        return model, model_id
 
-    def _check_body(self, model: Model, body: bytes) -> _Checked:
+    def _check_body(self, model: Model, model_id: str, body: bytes) -> _Checked:
         try:
             payload = json.loads(body)
         except ValueError:
             raise _invalid("Invalid JSON payload received. Unexpected token.") from None
         if not isinstance(payload, dict):
             raise _invalid("Invalid JSON payload received. Expected an object.")
-        _check_keys(payload, {"contents", "generationConfig"}, "")
+        payload = _camel_keys(payload)
+        _check_keys(payload, _REQUEST_FIELDS, "")
         contents = payload.get("contents")
         if not isinstance(contents, list) or not contents:
             raise _invalid("* GenerateContentRequest.contents: contents is not specified")
@@ -542,7 +634,9 @@ class FakeGemini:
             if not isinstance(content, dict):
                 raise _invalid(f"Invalid value at '{where}': expected an object.")
             _check_keys(content, {"role", "parts"}, where)
-            if content.get("role") not in ("user", "model"):
+            # Google reads a content without a role as the user's
+            content.setdefault("role", "user")
+            if content["role"] not in ("user", "model"):
                 raise _invalid(
                     f"Please use a valid role: user, model. Got {content.get('role')!r} at {where}."
                 )
@@ -556,9 +650,7 @@ class FakeGemini:
         config = payload.get("generationConfig", {})
         if not isinstance(config, dict):
             raise _invalid("Invalid value at 'generation_config': expected an object.")
-        _check_keys(
-            config, {"responseModalities", "temperature", "imageConfig"}, "generation_config"
-        )
+        _check_keys(config, _GENERATION_CONFIG_FIELDS, "generation_config")
         modalities = config.get("responseModalities", ["TEXT", "IMAGE"])
         if not isinstance(modalities, list) or any(m not in ("TEXT", "IMAGE") for m in modalities):
             raise _invalid(
@@ -575,34 +667,33 @@ class FakeGemini:
                     "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), "
                     f"{temperature!r}"
                 )
-            if not 0.0 <= temperature <= 1.0:
-                raise _invalid(f"temperature must be between 0 and 1, got {temperature}")
+            if not 0.0 <= temperature <= 2.0:
+                raise _invalid(f"temperature must be between 0 and 2, got {temperature}")
         image_config = config.get("imageConfig", {})
         if not isinstance(image_config, dict):
             raise _invalid("Invalid value at 'generation_config.image_config': expected an object.")
         _check_keys(image_config, {"aspectRatio", "imageSize"}, "generation_config.image_config")
         ratio = image_config.get("aspectRatio")
         if ratio is not None and ratio not in model.aspect_ratios:
-            raise _invalid(f"Aspect ratio {ratio} is not supported by {model.id}.")
+            raise _invalid(f"Aspect ratio {ratio} is not supported by {model_id}.")
         wire_size = image_config.get("imageSize")
-        by_wire = {wire: size for size, wire in model.sizes.items()}
-        if wire_size is not None and wire_size not in by_wire:
-            raise _invalid(f"Image size {wire_size} is not supported by {model.id}.")
+        size = _DIALECT_SIZES[self.dialect].get(wire_size) if wire_size is not None else None
+        if wire_size is not None and size not in model.sizes:
+            raise _invalid(f"Image size {wire_size} is not supported by {model_id}.")
         if images > model.max_reference_images:
             raise _invalid(
-                f"Too many images: the request holds {images}, and {model.id} accepts at most "
+                f"Too many images: the request holds {images}, and {model_id} accepts at most "
                 f"{model.max_reference_images}."
             )
         if model.thought_signatures:
             self._check_signatures(contents)
-        size = by_wire[wire_size] if wire_size is not None else model.default_size
-        return _Checked(model, contents, modalities, ratio, size)
+        return _Checked(model, model_id, contents, modalities, ratio, size or model.default_size)
 
     def _check_part(self, part: Any, where: str) -> int:
         """Checks one part; returns how many images it holds."""
         if not isinstance(part, dict):
             raise _invalid(f"Invalid value at '{where}': expected an object.")
-        _check_keys(part, {"text", "inlineData", "fileData", "thoughtSignature"}, where)
+        _check_keys(part, {"text", "inlineData", "fileData", "thoughtSignature", "thought"}, where)
         kinds = [k for k in ("text", "inlineData", "fileData") if k in part]
         if len(kinds) != 1:
             raise _invalid(f"A part needs exactly one of text, inlineData or fileData at {where}.")
@@ -641,12 +732,13 @@ class FakeGemini:
         for c_index, content in enumerate(contents, start=1):
             first_text_seen = False
             for p_index, part in enumerate(content["parts"], start=1):
-                signature = part.get("thoughtSignature")
+                # an empty signature is no signature
+                signature = part.get("thoughtSignature") or None
                 if signature is not None and signature != SKIP_SIGNATURE:
                     if signature not in self.issued_signatures:
                         raise _invalid("Thought signature is not valid.")
-                if content["role"] != "model":
-                    continue
+                if content["role"] != "model" or part.get("thought"):
+                    continue  # drafts sent back are read as drafts
                 needs = None
                 if "inlineData" in part:
                     needs = "Image"
@@ -668,7 +760,10 @@ class FakeGemini:
     def _prompt(contents: list[dict[str, Any]]) -> str:
         for content in reversed(contents):
             if content["role"] == "user":
-                return " ".join(p["text"] for p in content["parts"] if "text" in p).strip()
+                texts = [
+                    p["text"] for p in content["parts"] if "text" in p and not p.get("thought")
+                ]
+                return " ".join(texts).strip()
         return ""
 
     def _usage(self, checked: _Checked, image_tokens: int, text_tokens: int) -> dict[str, Any]:
@@ -696,7 +791,7 @@ class FakeGemini:
 
     def _no_image_answer(self, kind: str, checked: _Checked) -> web.Response:
         response_id = uuid.uuid4().hex[:22]
-        common = {"modelVersion": checked.model.id, "responseId": response_id}
+        common = {"modelVersion": checked.model_id, "responseId": response_id}
         if kind == "prompt_blocked":
             return web.json_response(
                 {
@@ -721,7 +816,7 @@ class FakeGemini:
             part["thoughtSignature"] = self._new_signature()
             signatures.append(part["thoughtSignature"])
         self.responses.append(
-            RecordedResponse(checked.model.id, response_id, None, None, None, text, signatures)
+            RecordedResponse(checked.model_id, response_id, None, None, None, text, signatures)
         )
         candidate = {
             "content": {"role": "model", "parts": [part]},
@@ -763,7 +858,7 @@ class FakeGemini:
         response_id = uuid.uuid4().hex[:22]
         self.responses.append(
             RecordedResponse(
-                model.id, response_id, mime_type, png, (width, height), text, signatures
+                checked.model_id, response_id, mime_type, png, (width, height), text, signatures
             )
         )
         return web.json_response(
@@ -776,7 +871,7 @@ class FakeGemini:
                     }
                 ],
                 "usageMetadata": self._usage(checked, image_tokens, text_tokens),
-                "modelVersion": model.id,
+                "modelVersion": checked.model_id,
                 "responseId": response_id,
             }
         )
@@ -789,9 +884,16 @@ class FakeGemini:
             return self._photos[size]
 
 
-async def serve(host: str, port: int, *, api_key: str | None = None, latency: float = 0.0) -> None:
+async def serve(
+    host: str,
+    port: int,
+    *,
+    api_key: str | None = None,
+    latency: float = 0.0,
+    dialect: str = "any",
+) -> None:
     """Runs the fake until cancelled, printing its URL once it listens."""
-    fake = FakeGemini(api_key=api_key, latency=latency)
+    fake = FakeGemini(api_key=api_key, latency=latency, dialect=dialect)
     url = await fake.start(host, port)
     print(f"fake image API listening on {url}", flush=True)
     try:

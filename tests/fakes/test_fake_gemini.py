@@ -149,7 +149,6 @@ async def test_image_bytes_that_do_not_match_their_mime_type_are_refused(
         {"inlineData": {"mimeType": "image/gif", "data": "R0lGODlh"}},
         {"inlineData": {"mimeType": "image/png", "data": "not base64!"}},
         {"text": "a", "inlineData": {"mimeType": "image/png", "data": "AAAA"}},
-        {"text": "a", "thought": True},
         {},
     ],
 )
@@ -194,9 +193,8 @@ async def test_more_images_than_the_model_takes_are_refused(http: httpx.AsyncCli
 @pytest.mark.parametrize(
     "payload",
     [
-        {"contents": [user({"text": "a"})], "safetySettings": []},
-        {"contents": [user({"text": "a"})], "generationConfig": {"candidateCount": 1}},
-        {"contents": [user({"text": "a"})], "generationConfig": {"temperature": 1.5}},
+        {"contents": [user({"text": "a"})], "generationConfig": {"temperature": 2.5}},
+        {"contents": [user({"text": "a"})], "generationConfig": {"imageConfig": {"size": "1K"}}},
         {"contents": [user({"text": "a"})], "generationConfig": {"responseModalities": ["TEXT"]}},
         {"contents": [{"role": "system", "parts": [{"text": "a"}]}]},
         {"contents": [{"role": "user", "parts": []}]},
@@ -214,10 +212,10 @@ async def test_bodies_outside_the_spec_are_refused(
 async def test_unknown_field_names_are_reported_like_the_real_api(
     http: httpx.AsyncClient,
 ) -> None:
-    response = await generate(http, {"contents": [user({"text": "a"})], "tools": []})
+    response = await generate(http, {"contents": [user({"text": "a"})], "prompt": "a"})
 
     assert error_of(response)["message"] == (
-        'Invalid JSON payload received. Unknown name "tools": Cannot find field.'
+        'Invalid JSON payload received. Unknown name "prompt": Cannot find field.'
     )
 
 
@@ -377,3 +375,148 @@ async def test_serve_prints_its_url_and_answers_until_cancelled(
         await task
 
     assert response.status_code == 200
+
+
+# ---------------------------------------------------------------- the two dialects
+
+
+@pytest.fixture
+async def google() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini(api_key=KEY, dialect="google") as server:
+        yield server
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini(api_key=KEY, dialect="proxy") as server:
+        yield server
+
+
+async def post(
+    server: FakeGemini,
+    payload: Any,
+    model_id: str,
+    headers: dict[str, str],
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        return await client.post(
+            f"/v1beta/models/{model_id}:generateContent",
+            json=payload,
+            headers=headers,
+            params=params,
+        )
+
+
+GOOGLE_FLASH = "gemini-3.1-flash-image"
+
+
+async def test_google_takes_the_key_in_its_header_or_the_query(google: FakeGemini) -> None:
+    by_header = await post(google, body(user({"text": "a"})), GOOGLE_FLASH, {"x-goog-api-key": KEY})
+    by_query = await post(google, body(user({"text": "a"})), GOOGLE_FLASH, {}, {"key": KEY})
+
+    assert (by_header.status_code, by_query.status_code) == (200, 200)
+
+
+async def test_google_refuses_a_bearer_api_key_as_it_really_does(google: FakeGemini) -> None:
+    response = await post(
+        google, body(user({"text": "a"})), GOOGLE_FLASH, {"Authorization": f"Bearer {KEY}"}
+    )
+
+    assert response.status_code == 401
+    assert error_of(response)["status"] == "UNAUTHENTICATED"
+    assert "Expected OAuth 2 access token" in error_of(response)["message"]
+
+
+async def test_a_proxy_wants_bearer_and_answers_in_the_openai_shape(proxy: FakeGemini) -> None:
+    refused = await post(proxy, body(user({"text": "a"})), FLASH, {"x-goog-api-key": KEY})
+    served = await post(proxy, body(user({"text": "a"})), FLASH, {"Authorization": f"Bearer {KEY}"})
+
+    assert refused.status_code == 401 and set(error_of(refused)) == {"message", "type", "code"}
+    assert served.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model_id", "status"),
+    [
+        ("gemini-3.1-flash-image", 200),
+        ("gemini-3-pro-image", 200),
+        ("gemini-3.1-flash-image-preview", 404),
+        ("gemini-3-pro-image-preview", 404),
+        ("gemini-2.5-flash-image", 404),
+    ],
+)
+async def test_google_serves_the_current_ids_only(
+    google: FakeGemini, model_id: str, status: int
+) -> None:
+    response = await post(google, body(user({"text": "a"})), model_id, {"x-goog-api-key": KEY})
+
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("dialect", "size", "status"),
+    [
+        ("google", "512", 200),
+        ("google", "0.5K", 400),
+        ("proxy", "0.5K", 200),
+        ("proxy", "512", 400),
+    ],
+)
+async def test_each_dialect_spells_the_half_k_size_its_own_way(
+    dialect: str, size: str, status: int
+) -> None:
+    headers = {"x-goog-api-key": KEY} if dialect == "google" else {"Authorization": f"Bearer {KEY}"}
+    model_id = GOOGLE_FLASH if dialect == "google" else FLASH
+    async with FakeGemini(api_key=KEY, dialect=dialect) as server:
+        response = await post(
+            server, body(user({"text": "a"}), imageConfig={"imageSize": size}), model_id, headers
+        )
+        assert response.status_code == status
+        if status == 200:
+            assert server.responses[-1].size == (512, 512)
+
+
+async def test_google_reads_snake_case_contents_without_role_and_extra_fields(
+    google: FakeGemini,
+) -> None:
+    payload = {
+        "contents": [{"parts": [{"text": "a kite"}]}],
+        "system_instruction": {"parts": [{"text": "be brief"}]},
+        "tools": [],
+        "safety_settings": [],
+        "generation_config": {
+            "response_modalities": ["TEXT", "IMAGE"],
+            "candidate_count": 1,
+            "image_config": {"aspect_ratio": "16:9", "image_size": "2K"},
+        },
+    }
+
+    response = await post(google, payload, GOOGLE_FLASH, {"x-goog-api-key": KEY})
+
+    assert response.status_code == 200, response.text
+    assert google.responses[-1].size == (2752, 1536)
+
+
+async def test_thought_parts_sent_back_are_read_and_an_empty_signature_is_none(
+    google: FakeGemini,
+) -> None:
+    first = await post(google, body(user({"text": "a cat"})), GOOGLE_FLASH, {"x-goog-api-key": KEY})
+    answered = first.json()["candidates"][0]["content"]
+    turn = [user({"text": "a cat"}), answered, user({"text": "now a dog"})]
+    emptied = {
+        "role": "model",
+        "parts": [
+            {**p, "thoughtSignature": ""} if "inlineData" in p else p for p in answered["parts"]
+        ],
+    }
+
+    again = await post(google, body(*turn), GOOGLE_FLASH, {"x-goog-api-key": KEY})
+    unsigned = await post(
+        google, body(turn[0], emptied, turn[2]), GOOGLE_FLASH, {"x-goog-api-key": KEY}
+    )
+
+    assert any(p.get("thought") for p in answered["parts"])
+    assert again.status_code == 200, again.text
+    assert unsigned.status_code == 400
+    assert "Image part is missing a thought_signature" in error_of(unsigned)["message"]
