@@ -199,7 +199,7 @@ async def test_text_only_answer_is_a_result_without_images(
 
     assert result.images == []
     assert "will not draw" in result.text
-    assert result.parts[0].thought_signature in fake.issued_signatures
+    assert base64.b64decode(result.parts[0].thought_signature or "") in fake.issued_signatures
 
 
 def test_parsing_reads_the_mime_type_and_ignores_unknown_fields() -> None:

@@ -277,12 +277,12 @@ def _camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
-def _camel_keys(value: Any) -> Any:
+def camel_keys(value: Any) -> Any:
     """Google accepts snake_case field names beside camelCase: read both as camelCase."""
     if isinstance(value, dict):
-        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+        return {_camel(k): camel_keys(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_camel_keys(v) for v in value]
+        return [camel_keys(v) for v in value]
     return value
 
 
@@ -350,7 +350,8 @@ class FakeGemini:
         self.requests: list[RecordedRequest] = []
         self.responses: list[RecordedResponse] = []
         self.faults: list[Fault] = []
-        self.issued_signatures: set[str] = set()
+        # signatures are bytes to Google: any base64 spelling of issued bytes is the same one
+        self.issued_signatures: set[bytes] = set()
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -623,7 +624,7 @@ class FakeGemini:
             raise _invalid("Invalid JSON payload received. Unexpected token.") from None
         if not isinstance(payload, dict):
             raise _invalid("Invalid JSON payload received. Expected an object.")
-        payload = _camel_keys(payload)
+        payload = camel_keys(payload)
         _check_keys(payload, _REQUEST_FIELDS, "")
         contents = payload.get("contents")
         if not isinstance(contents, list) or not contents:
@@ -735,7 +736,7 @@ class FakeGemini:
                 # an empty signature is no signature
                 signature = part.get("thoughtSignature") or None
                 if signature is not None and signature != SKIP_SIGNATURE:
-                    if signature not in self.issued_signatures:
+                    if _decode_base64(signature) not in self.issued_signatures:
                         raise _invalid("Thought signature is not valid.")
                 if content["role"] != "model" or part.get("thought"):
                     continue  # drafts sent back are read as drafts
@@ -752,9 +753,9 @@ class FakeGemini:
                     )
 
     def _new_signature(self) -> str:
-        signature = base64.b64encode(os.urandom(24)).decode()
-        self.issued_signatures.add(signature)
-        return signature
+        raw = os.urandom(24)
+        self.issued_signatures.add(raw)
+        return base64.b64encode(raw).decode()
 
     @staticmethod
     def _prompt(contents: list[dict[str, Any]]) -> str:
