@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -193,7 +194,7 @@ def _out_of_time(waited: float, attempts: int) -> GeminiError:
 
 def _duration(seconds: float) -> str:
     if seconds < 90:
-        whole = round(seconds)
+        whole = math.ceil(seconds)
         return f"{whole} second{'s' * (whole != 1)}"
     minutes = round(seconds / 60)
     return f"{minutes} minutes"

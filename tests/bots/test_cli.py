@@ -10,10 +10,11 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import API_KEY
-from tests.fakes.gemini import FakeGemini, pixel_size
+from tests.fakes.gemini import FakeGemini, Fault, pixel_size
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGEBOT = [sys.executable, "-m", "bots.cli"]
@@ -101,6 +102,38 @@ async def test_generate_refuses_bad_options_before_any_api_call_in_one_line(
         "try `--model flash` or `--model pro`."
     ]
     assert fake_gemini.requests == []
+
+
+@pytest.mark.parametrize(
+    ("faults", "says"),
+    [
+        (["unavailable"] * 2, "imagebot: The image service is overloaded right now"),
+        (["image_blocked"], "imagebot: The image service made a picture but withheld it"),
+        (["reseller_401"], "imagebot: "),
+    ],
+)
+async def test_generate_fails_in_exactly_one_line_after_retries_and_logs_nothing(
+    tmp_path: Path, fake_gemini: FakeGemini, faults: list[str], says: str
+) -> None:
+    fake_gemini.faults.extend(Fault(kind) for kind in faults)
+    env = _env(tmp_path, fake_gemini, GEMINI_MAX_ATTEMPTS="2")
+
+    code, out, err = await _run([*IMAGEBOT, "generate", "a fox"], env)
+
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(says)
+
+
+async def test_generate_logs_only_when_a_log_level_is_set(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    env = _env(tmp_path, fake_gemini, IMAGEBOT_LOG_LEVEL="INFO")
+
+    code, out, err = await _run([*IMAGEBOT, "generate", "a fox"], env)
+
+    assert code == 0 and len(out.splitlines()) == 1
+    assert "INFO core.runtime image API" in err and API_KEY not in err
 
 
 async def test_generate_with_a_missing_image_file_or_key_says_so_in_one_line(
