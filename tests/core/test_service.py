@@ -16,7 +16,7 @@ from core.runtime import open_service
 from core.store import Store
 from tests.conftest import make_settings
 from tests.core.service_harness import RecordingAdapter, request, running
-from tests.fakes.gemini import FakeGemini, Fault, pixel_size
+from tests.fakes.gemini import SKIP_SIGNATURE, FakeGemini, Fault, pixel_size
 
 
 def png(width: int = 64, height: int = 48, colour: str = "teal") -> bytes:
@@ -172,6 +172,24 @@ async def test_a_conversation_sends_history_with_signatures_and_forks_by_turn(
     assert fork_body is not None
     assert [c["role"] for c in fork_body["contents"]] == ["user", "model", "user"]
     assert fork_body["contents"][2]["parts"] == [{"text": "make it winter"}]
+
+
+async def test_an_empty_signature_in_an_answer_is_sent_back_as_the_placeholder(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = RecordingAdapter()
+    fake_gemini.faults.append(Fault("empty_signatures"))
+    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+        first = await service.submit(request("a kite --model pro", "k1", thread_key="t"))
+        await adapter.wait_for(first.job.id)
+        second = await service.submit(request("make it red", "k2", thread_key="t"))
+        outcome = await adapter.wait_for(second.job.id)
+
+    assert outcome.error is None
+    body = fake_gemini.requests[1].json
+    assert body is not None
+    model_parts = body["contents"][1]["parts"]
+    assert [p["thoughtSignature"] for p in model_parts if "inlineData" in p] == [SKIP_SIGNATURE]
 
 
 async def test_a_small_budget_drops_the_oldest_images_and_says_so(

@@ -38,6 +38,7 @@ FAULT_KINDS = frozenset(
         "image_blocked",
         "text_only",
         "reseller_401",
+        "empty_signatures",
     }
 )
 DIALECTS = ("any", "google", "proxy")
@@ -503,7 +504,9 @@ class FakeGemini:
             )
         if fault is not None and fault.kind in {"prompt_blocked", "image_blocked", "text_only"}:
             return self._no_image_answer(fault.kind, checked)
-        return await self._image_answer(checked)
+        # a proxy seen sending `"thoughtSignature": ""` where Google sends a signature
+        empty = fault is not None and fault.kind == "empty_signatures"
+        return await self._image_answer(checked, empty_signatures=empty)
 
     def _fault_response(self, fault: Fault) -> web.Response | None:
         if fault.kind == "rate_limit":
@@ -827,7 +830,9 @@ class FakeGemini:
         usage = self._usage(checked, 0, len(text.split()))
         return web.json_response({"candidates": [candidate], "usageMetadata": usage, **common})
 
-    async def _image_answer(self, checked: _Checked) -> web.Response:
+    async def _image_answer(
+        self, checked: _Checked, *, empty_signatures: bool = False
+    ) -> web.Response:
         model = checked.model
         prompt = self._prompt(checked.contents)
         width, height = pixel_size(model.id, checked.aspect_ratio, checked.size)
@@ -852,7 +857,7 @@ class FakeGemini:
         if signing:
             for part in parts:
                 if "thought" not in part:
-                    part["thoughtSignature"] = self._new_signature()
+                    part["thoughtSignature"] = "" if empty_signatures else self._new_signature()
                     signatures.append(part["thoughtSignature"])
         image_tokens = model.output_tokens.get(checked.size, 1290)
         text_tokens = len(text.split()) if text else 0
