@@ -129,6 +129,14 @@ FORBIDDEN_MESSAGE = (
     "The image service refused access with this API key; ask whoever runs this bot to check "
     "that GEMINI_API_KEY may use this model."
 )
+NO_FREE_TIER_MESSAGE = (
+    "This API key's free tier has no quota for this model (its limit is 0): ask whoever runs "
+    "this bot to enable billing on the key's Google project."
+)
+LEAKED_KEY_MESSAGE = (
+    "The image service blocked this API key because it was reported as leaked: ask whoever "
+    "runs this bot for a new GEMINI_API_KEY."
+)
 QUOTA_MESSAGE = (
     "The image service's quota for this API key is used up for today; try again tomorrow or "
     "ask whoever runs this bot to raise it."
@@ -298,10 +306,12 @@ def _error_from_wire(
             retry_after=retry_after if retryable else None,
         )
 
-    lowered = api_message.lower()
+    lowered = (error.message or "").lower()  # all of it: quota details come late
     if "insufficient" in code and "quota" in code:
         return make(CREDIT_MESSAGE, "quota_exhausted")
-    if code == "model_not_found":  # New-API / One-API: no channel serves this model
+    # New-API / One-API: no channel serves this model (a code, or only the message)
+    no_channel = "无可用渠道" in api_message or "no available channel" in lowered
+    if code == "model_not_found" or no_channel:
         return make(_no_channel(model_id), "unknown_model")
     if status == 400:
         if _mentions_bad_key(error):
@@ -319,6 +329,8 @@ def _error_from_wire(
             return make(GOOGLE_HEADER_REFUSED_MESSAGE, "wrong_provider")
         return make(BAD_KEY_MESSAGE, "bad_key")
     if status == 403:
+        if "leaked" in lowered:
+            return make(LEAKED_KEY_MESSAGE, "bad_key")
         if _mentions_bad_key(error) or "key" in lowered:
             return make(BAD_KEY_MESSAGE, "bad_key")
         return make(FORBIDDEN_MESSAGE, "forbidden")
@@ -332,6 +344,8 @@ def _error_from_wire(
     if status == 413:
         return make(TOO_LARGE_MESSAGE, "bad_request")
     if status == 429:
+        if "limit: 0" in lowered and "free_tier" in lowered:
+            return make(NO_FREE_TIER_MESSAGE, "quota_exhausted")
         if _is_per_day(error):
             return make(QUOTA_MESSAGE, "quota_exhausted")
         return make(RATE_LIMITED_MESSAGE, "rate_limited", retryable=True)

@@ -134,7 +134,7 @@ def parse_response(
             raise GenerationBlocked(
                 FINISH_MESSAGES[finish], block_reason=finish, text=text, detail=detail
             )
-        if not parts:
+        if not text:  # no parts, or only empty text beside a signature
             raise GenerationBlocked(
                 EMPTY_CONTENT_MESSAGE, block_reason=finish, detail=f"no content; {detail}"
             )
