@@ -186,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fake-gemini":
             return _fake_gemini(args)
         settings = load_settings()
-        configure_logging(settings, quiet=args.command == "generate")
+        # the terminal commands keep their output to themselves unless a log level is set
+        configure_logging(settings, quiet=args.command in ("generate", "chat"))
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
         if args.command == "chat":

@@ -17,7 +17,7 @@ log = logging.getLogger("core.runtime")
 
 
 def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
-    """Logging as configured; `quiet` (one-shot commands) logs nothing unless
+    """Logging as configured; `quiet` (the terminal commands) logs nothing unless
     IMAGEBOT_LOG_LEVEL was set explicitly, so a script sees only the command's own lines."""
     secrets = [
         value.get_secret_value()
