@@ -130,11 +130,14 @@ def usage_text(
         lines.append(server)
     by_model = report.tenant.by_model if in_server else report.user.by_model
     if by_model:
-        names = []
-        for model_id, count in sorted(by_model.items(), key=lambda kv: -kv[1]):
+        # an old id (a preview id) and the current one are the same model
+        counts: dict[str, int] = {}
+        for model_id, count in by_model.items():
             model = catalog.find(model_id)
-            names.append(f"{model.name if model else model_id} {count}")
-        lines.append("By model: " + ", ".join(names))
+            name = model.name if model else model_id
+            counts[name] = counts.get(name, 0) + count
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        lines.append("By model: " + ", ".join(f"{name} {count}" for name, count in ranked))
     lines += limits
     lines.append("Costs are estimates from published per-image prices.")
     return "\n".join(lines)

@@ -86,7 +86,11 @@ def test_usage_counts_images_and_cost_for_the_user_and_the_server() -> None:
     report = UsageReport(
         user=UsageSummary(images=1, cost_usd=0.134, by_model={"gemini-3-pro-image-preview": 1}),
         tenant=UsageSummary(
-            images=3, failed=1, cost_usd=0.268, by_model={"gemini-3-pro-image-preview": 3}
+            images=4,
+            failed=1,
+            cost_usd=0.402,
+            # jobs from before the current ids, and after: one model
+            by_model={"gemini-3-pro-image-preview": 3, "gemini-3-pro-image": 1},
         ),
         user_today=1,
         tenant_today=2,
@@ -97,8 +101,8 @@ def test_usage_counts_images_and_cost_for_the_user_and_the_server() -> None:
     text = messages.usage_text(report, CATALOG, month, in_server=True)
     assert "since 1 March" in text
     assert "You: 1 of 10 images today, 1 image this month (about $0.13)." in text
-    assert "This server: 2 images today, 3 images this month (about $0.27)." in text
-    assert "By model: Gemini 3 Pro Image 3" in text
+    assert "This server: 2 images today, 4 images this month (about $0.40)." in text
+    assert "By model: Gemini 3 Pro Image 4" in text
     assert "Daily limits reset at 00:00 UTC" in text
     in_dm = messages.usage_text(report, CATALOG, month, in_server=False)
     assert "This server" not in in_dm and "By model: Gemini 3 Pro Image 1" in in_dm

@@ -12,6 +12,7 @@ import pytest
 from core.config import load_settings
 from core.gemini import GeminiClient, ImageRequest
 from core.gemini._types import Content, Part
+from core.jobs import Outcome
 from core.providers import PROVIDERS, choose_provider
 from tests.conftest import API_KEY, make_settings
 from tests.core.service_harness import RecordingAdapter, request, running
@@ -34,6 +35,20 @@ from tests.fakes.gemini import FakeGemini
 )
 def test_auto_picks_the_provider_by_host(setting: str, url: str, chosen: str) -> None:
     assert choose_provider(setting, url).name == chosen  # type: ignore[arg-type]
+
+
+async def one_outcome(
+    tmp_path: Path, text: str, *, dialect: str = "any", **settings: str
+) -> tuple[Outcome, FakeGemini]:
+    """One request through the service against a fake of `dialect`, and its outcome."""
+    adapter = RecordingAdapter()
+    async with FakeGemini(api_key=API_KEY, dialect=dialect) as fake:
+        base_url = settings.pop("GEMINI_BASE_URL", "").replace("{fake}", fake.base_url)
+        extra = {"GEMINI_BASE_URL": base_url} if base_url else {}
+        async with running(make_settings(tmp_path, fake, **settings, **extra), adapter) as service:
+            submitted = await service.submit(request(text, "k1"))
+            outcome = await adapter.wait_for(submitted.job.id)
+    return outcome, fake
 
 
 @pytest.mark.parametrize(
@@ -72,12 +87,9 @@ async def test_each_provider_gets_its_own_header_size_and_model_id(
 
 
 async def test_a_bearer_key_sent_to_google_says_to_set_the_provider(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY, dialect="google") as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_PROVIDER="proxy")
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox --model flash", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, fake = await one_outcome(
+        tmp_path, "a fox --model flash", dialect="google", GEMINI_PROVIDER="proxy"
+    )
 
     assert outcome.error is not None
     assert "GEMINI_PROVIDER=google" in outcome.error and "x-goog-api-key" in outcome.error
@@ -87,24 +99,16 @@ async def test_a_bearer_key_sent_to_google_says_to_set_the_provider(tmp_path: Pa
 async def test_the_google_header_refused_by_a_proxy_says_to_set_the_provider(
     tmp_path: Path,
 ) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY, dialect="proxy") as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_PROVIDER="google")
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, fake = await one_outcome(tmp_path, "a fox", dialect="proxy", GEMINI_PROVIDER="google")
 
     assert outcome.error is not None and "GEMINI_PROVIDER=proxy" in outcome.error
     assert len(fake.requests) == 1
 
 
 async def test_a_model_google_shut_down_names_its_successor(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY, dialect="google") as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_PROVIDER="google")
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox --model 2.5-flash", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, _ = await one_outcome(
+        tmp_path, "a fox --model 2.5-flash", dialect="google", GEMINI_PROVIDER="google"
+    )
 
     assert outcome.error == (
         "Google's Gemini API shut the model `gemini-2.5-flash-image` down on 2026-10-02: use "
@@ -114,12 +118,9 @@ async def test_a_model_google_shut_down_names_its_successor(tmp_path: Path) -> N
 
 
 async def test_a_proxy_still_serving_a_retired_model_keeps_it_usable(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY, dialect="proxy") as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_PROVIDER="proxy")
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox --model 2.5-flash", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, fake = await one_outcome(
+        tmp_path, "a fox --model 2.5-flash", dialect="proxy", GEMINI_PROVIDER="proxy"
+    )
 
     assert outcome.error is None and len(outcome.images) == 1
     assert fake.requests[0].path == "/v1beta/models/gemini-2.5-flash-image:generateContent"
@@ -127,24 +128,14 @@ async def test_a_proxy_still_serving_a_retired_model_keeps_it_usable(tmp_path: P
 
 @pytest.mark.parametrize("suffix", ["/v1beta", "/v1beta/", "/v1beta/models", "/"])
 async def test_a_base_url_pasted_with_its_version_still_works(tmp_path: Path, suffix: str) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY) as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_BASE_URL=fake.base_url + suffix)
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, fake = await one_outcome(tmp_path, "a fox", GEMINI_BASE_URL="{fake}" + suffix)
 
     assert outcome.error is None
     assert fake.requests[0].path.startswith("/v1beta/models/")
 
 
 async def test_a_wrong_root_gets_a_sentence_naming_the_setting(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
-    async with FakeGemini(api_key=API_KEY) as fake:
-        settings = make_settings(tmp_path, fake, GEMINI_BASE_URL=fake.base_url + "/v1")
-        async with running(settings, adapter) as service:
-            submitted = await service.submit(request("a fox", "k1"))
-            outcome = await adapter.wait_for(submitted.job.id)
+    outcome, _ = await one_outcome(tmp_path, "a fox", GEMINI_BASE_URL="{fake}/v1")
 
     assert outcome.error is not None and "GEMINI_BASE_URL" in outcome.error
 
