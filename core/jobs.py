@@ -29,8 +29,9 @@ class Job:
     state: JobState
     seq: int = 0
     model_turn_id: int | None = None
-    attempts: int = 0
+    attempts: int = 0  # runs started (claims)
     api_calls: int = 0
+    paid_runs: int = 0  # runs that sent at least one request to the image API
     error_message: str | None = None
     notice: str | None = None
     output_tokens: int = 0

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 
-MAX_RUNS = 3  # a job that was interrupted this often is reported failed, not run again
+# A job whose runs reached the image API this often is reported failed, not run again; a
+# job that keeps being interrupted before any call (a crash loop) stops after MAX_CLAIMS.
+MAX_PAID_RUNS = 3
+MAX_CLAIMS = 10
 DELIVERY_ATTEMPTS = 5
 TEXT_ONLY = (
     "The model answered in words but made no image: describe the picture you want and try again."
@@ -74,7 +77,6 @@ class Service:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._call_counts: set[asyncio.Task[None]] = set()
         self._delivery_backoff = delivery_backoff_seconds
 
     # lifecycle
@@ -122,7 +124,7 @@ class Service:
             await asyncio.wait(list(self._deliveries), timeout=delivery_grace_seconds)
         for task in list(self._deliveries):
             task.cancel()
-        await asyncio.gather(*self._deliveries, *self._call_counts, return_exceptions=True)
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self.store.release(self.owner)
 
     async def _maintain(self) -> None:
@@ -427,11 +429,12 @@ class Service:
         job = await self.store.claim(job_id, self.owner, self.settings.lease_seconds)
         if job is None:
             return
-        if job.attempts > MAX_RUNS:
+        if job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS:
             failed = await self.store.fail_open_job(
                 job.id,
                 "I could not finish this request after several tries; please ask again.",
-                f"interrupted {job.attempts - 1} times",
+                f"interrupted {job.attempts - 1} times, {job.paid_runs} of them after calling "
+                "the image API",
             )
             if failed:
                 self._deliver_later(failed)
@@ -510,8 +513,9 @@ class Service:
             with_text=bool(job.options.text),
         )
         try:
+            # counted before it is sent, so a crash mid-call still shows in api_calls
             result = await self.gemini.generate(
-                request, on_attempt=lambda: self._count_api_call(job.id)
+                request, on_attempt=lambda: self.store.count_api_call(job.id)
             )
         except GeminiError as exc:
             return JobResult(
@@ -558,18 +562,6 @@ class Service:
             total_tokens=usage.total_tokens,
             cost_usd=model.estimate_cost(size, len(new_images), usage.image_tokens),
         )
-
-    def _count_api_call(self, job_id: str) -> None:
-        """Store one more call for the job, beside the call rather than before it: the write
-        would otherwise wait its turn behind other jobs' 4K results, and hold the call back."""
-        task = asyncio.create_task(self.store.count_api_call(job_id), name="imagebot-count")
-        self._call_counts.add(task)
-        task.add_done_callback(self._counted)
-
-    def _counted(self, task: asyncio.Task[None]) -> None:
-        self._call_counts.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not count an API call", exc_info=task.exception())
 
     # delivering
 

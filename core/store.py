@@ -114,11 +114,22 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # runs that reached the image API (the run limit counts these, not claims); a row per
+    # process written on each upkeep, which proves the database still takes writes
+    """
+    ALTER TABLE jobs ADD COLUMN paid_runs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN last_paid_run INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE heartbeats (
+        owner TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    );
+    """,
 )
 
 _JOB_COLUMNS = (
     "seq, id, idempotency_key, kind, platform, tenant, user_id, conversation_id, user_turn_id, "
-    "model_turn_id, prompt, options, target, state, attempts, api_calls, error_message, notice, "
+    "model_turn_id, prompt, options, target, state, attempts, api_calls, paid_runs, "
+    "error_message, notice, "
     "output_tokens, total_tokens, cost_usd, created_at, started_at, finished_at, delivered_at, "
     "delivery_attempts"
 )
@@ -534,9 +545,15 @@ class Store:
         return _job(row) if row else None
 
     async def count_api_call(self, job_id: str) -> None:
-        """One more request to the image API is about to be sent for this job."""
+        """One more request to the image API is about to be sent for this job; the first of
+        a run also counts the run as paid."""
         async with self._tx() as db:
-            await db.execute("UPDATE jobs SET api_calls = api_calls + 1 WHERE id = ?", (job_id,))
+            await db.execute(
+                "UPDATE jobs SET api_calls = api_calls + 1, paid_runs = paid_runs + CASE "
+                "WHEN last_paid_run = attempts THEN 0 ELSE 1 END, last_paid_run = attempts "
+                "WHERE id = ?",
+                (job_id,),
+            )
 
     async def finish(self, job_id: str, owner: str, result: JobResult) -> Job | None:
         """Store the model turn, its images and the job's final state in one transaction."""

@@ -7,7 +7,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 
@@ -101,12 +101,13 @@ class GeminiClient:
     async def generate(
         self,
         request: ImageRequest,
-        on_attempt: Callable[[], None] | None = None,
+        on_attempt: Callable[[], Awaitable[None]] | None = None,
     ) -> ImageResult:
         """One generation; raises GeminiError (or GenerationBlocked) when there is no result.
 
-        `on_attempt()` is called as each request is sent, so a caller can count the calls
-        durably: one cut off by a crash may still have been charged.
+        `on_attempt()` is awaited before each request is sent, so a caller can count the call
+        durably first: one cut off by a crash may still have been charged. If it raises,
+        nothing is sent.
         """
         body = await asyncio.to_thread(encode_body, request)
         url = self.url_for(request.model_id)
@@ -117,7 +118,7 @@ class GeminiClient:
         while True:
             attempt += 1
             if on_attempt is not None:
-                on_attempt()
+                await on_attempt()
             try:
                 async with asyncio.timeout_at(deadline):
                     result = await self._attempt(url, body, request.model_id)

@@ -164,3 +164,25 @@ async def test_user_defaults_round_trip(tmp_path: Path) -> None:
     assert await store.user_defaults("test", "T1", "U1") == Options(model="pro", size="2K")
     assert await store.user_defaults("test", "T2", "U1") == Options()
     await store.close()
+
+
+async def test_only_runs_that_reached_the_api_count_as_paid(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "imagebot.sqlite3")
+    try:
+        job, _ = await _create(store, "k1", lease=0.0)
+        # run 1: interrupted before any call; run 2: two calls (a retry); run 3: one call
+        assert await store.claim(job.id, "me", 0.0)
+        await store.take_over_expired(["test"], "other", 0.0)
+        assert await store.claim(job.id, "other", 0.0)
+        await store.count_api_call(job.id)
+        await store.count_api_call(job.id)
+        await store.take_over_expired(["test"], "third", 30.0)
+        claimed = await store.claim(job.id, "third", 30.0)
+        assert claimed is not None and claimed.paid_runs == 1
+        await store.count_api_call(job.id)
+        stored = await store.job(job.id)
+    finally:
+        await store.close()
+
+    assert stored is not None
+    assert (stored.attempts, stored.api_calls, stored.paid_runs) == (3, 3, 2)

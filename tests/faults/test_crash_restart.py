@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from core.service import MAX_RUNS
+from core.service import MAX_PAID_RUNS
 from tests.bots.test_discord_harness import (
     USER,
     answers,
@@ -221,7 +221,7 @@ async def test_a_job_cut_off_in_flight_by_every_restart_ends_in_one_failure_noti
     async with slack_processes(tmp_path, fake_gemini) as run:
         await run.procs.start()
         await run.command("a comet, whose process never lives long enough")
-        for interruption in range(1, MAX_RUNS + 1):
+        for interruption in range(1, MAX_PAID_RUNS + 1):
             await poll_until(
                 lambda n=interruption: len(fake_gemini.requests) == n,
                 timeout=WAIT,
@@ -233,8 +233,8 @@ async def test_a_job_cut_off_in_flight_by_every_restart_ends_in_one_failure_noti
         [row] = await settled(run.db, 1, timeout=20)
 
     assert row["state"] == "failed" and row["delivered_at"] is not None
-    assert row["attempts"] == MAX_RUNS + 1
-    assert len(fake_gemini.requests) == MAX_RUNS
+    assert row["attempts"] == MAX_PAID_RUNS + 1
+    assert row["api_calls"] == row["paid_runs"] == len(fake_gemini.requests) == MAX_PAID_RUNS
     target = json.loads(row["target"])
     shown = run.slack.messages[(target["channel"], target["ts"])]["text"]
     assert ":warning: I could not finish this request after several tries" in shown
