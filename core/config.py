@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = Field(
         10.0, gt=0, validation_alias="IMAGEBOT_PROGRESS_INTERVAL_SECONDS"
     )
+    # On SIGTERM, generations under way get this long to finish and be delivered (a 1K-2K
+    # image takes 10-35 s); what is still queued goes to the next process at once.
+    shutdown_grace_seconds: float = Field(
+        45.0, ge=0, validation_alias="IMAGEBOT_SHUTDOWN_GRACE_SECONDS"
+    )
 
     # quotas (0 means no limit)
     daily_images_per_user: int = Field(0, ge=0, validation_alias="IMAGEBOT_DAILY_IMAGES_PER_USER")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from core import logs
 from core.catalog import Catalog, load_catalog
@@ -44,8 +45,10 @@ def catalog_from(settings: Settings) -> Catalog:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[Service]:
-    """A Service over the configured store and API; register adapters, then start() it."""
+async def open_service(settings: Settings, **service_options: Any) -> AsyncIterator[Service]:
+    """A Service over the configured store and API; register adapters, then start() it.
+
+    `service_options` go to Service (its owner name, its delivery backoff)."""
     settings.require("GEMINI_API_KEY")
     assert settings.gemini_api_key is not None
     catalog = catalog_from(settings)
@@ -61,7 +64,7 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         backoff_base_seconds=settings.gemini_retry_backoff_seconds,
     )
     _log_image_api(settings, catalog)
-    service = Service(settings, catalog, store, gemini)
+    service = Service(settings, catalog, store, gemini, **service_options)
     try:
         yield service
     finally:

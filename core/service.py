@@ -75,7 +75,11 @@ class Service:
             in_flight_total=settings.max_jobs_in_flight,
         )
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()  # workers running a job
+        self._draining = False
+        self._abandoned = False
+        self._upkeep: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._delivery_backoff = delivery_backoff_seconds
 
@@ -106,26 +110,59 @@ class Service:
             self._resumable.add(platform)
 
     async def start(self) -> None:
+        self._draining = False
         await self._take_over_expired()
-        self._tasks = [
+        self._workers = [
             asyncio.create_task(self._worker(), name=f"imagebot-worker-{n}")
             for n in range(self.settings.workers)
         ]
-        self._tasks.append(asyncio.create_task(self._maintain(), name="imagebot-leases"))
+        self._upkeep = asyncio.create_task(self._maintain(), name="imagebot-leases")
 
     async def stop(self, delivery_grace_seconds: float = 10.0) -> None:
-        """Stop taking work; let deliveries under way finish (a cut-off one would be shown
-        twice after a restart); hand every open job back for the next process."""
-        for task in self._tasks:
+        """Stop taking work. Generations under way get `shutdown_grace_seconds` to finish
+        and are delivered (one cut off now would be paid for again by the next process), and
+        deliveries under way get `delivery_grace_seconds` (a cut-off one would be shown
+        twice); every job still open is handed back for the next process."""
+        if self._abandoned:
+            return
+        self._draining = True
+        for task in self._workers:
+            if task not in self._busy:
+                task.cancel()
+        busy = list(self._busy)
+        if busy and self.settings.shutdown_grace_seconds > 0:
+            log.info(
+                "stopping: %d generation(s) under way get up to %g s to finish",
+                len(busy),
+                self.settings.shutdown_grace_seconds,
+            )
+            await asyncio.wait(busy, timeout=self.settings.shutdown_grace_seconds)
+        for task in self._workers:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
         if self._deliveries:
             await asyncio.wait(list(self._deliveries), timeout=delivery_grace_seconds)
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
+        # leases were kept up until now, so no other process took a job that was finishing
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await asyncio.gather(self._upkeep, return_exceptions=True)
+            self._upkeep = None
         await self.store.release(self.owner)
+
+    async def abandon(self) -> None:
+        """Stop at once and hand nothing back: what a process killed with SIGKILL leaves
+        behind. Its leases run out, and another process takes its work over."""
+        self._abandoned = True
+        tasks = [*self._workers, *self._deliveries]
+        if self._upkeep is not None:
+            tasks.append(self._upkeep)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _maintain(self) -> None:
         interval = self.settings.lease_seconds / 3
@@ -133,7 +170,8 @@ class Service:
             await asyncio.sleep(interval)
             try:
                 await self.store.renew_leases(self.owner, self.settings.lease_seconds)
-                await self._take_over_expired()
+                if not self._draining:
+                    await self._take_over_expired()
             except Exception:
                 log.exception("lease upkeep failed")
 
@@ -415,14 +453,18 @@ class Service:
     # running
 
     async def _worker(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._draining:
             job_id = await self._queue.get()
+            self._busy.add(me)
             try:
                 with logs.job_context(job_id):
                     await self._run(job_id)
             except Exception:
                 log.exception("crashed the worker", extra={"job_id": job_id})
             finally:
+                self._busy.discard(me)
                 self._queue.task_done()
 
     async def _run(self, job_id: str) -> None:

@@ -52,9 +52,7 @@ class RecordingAdapter:
 async def running(
     settings: Settings, adapter: RecordingAdapter, **service_options: Any
 ) -> AsyncIterator[Service]:
-    async with open_service(settings) as service:
-        for name, value in service_options.items():
-            setattr(service, name, value)
+    async with open_service(settings, **service_options) as service:
         service.register(PLATFORM, adapter)
         await service.start()
         yield service

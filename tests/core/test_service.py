@@ -217,7 +217,7 @@ async def test_a_failed_delivery_is_retried_without_generating_again(
 ) -> None:
     adapter = RecordingAdapter(failures_before_success=2)
     async with running(
-        make_settings(tmp_path, fake_gemini), adapter, _delivery_backoff=0.01
+        make_settings(tmp_path, fake_gemini), adapter, delivery_backoff_seconds=0.01
     ) as service:
         submitted = await service.submit(request("a fox", "k"))
         await adapter.wait_for(submitted.job.id)
@@ -231,9 +231,9 @@ async def test_a_result_stored_but_not_delivered_is_delivered_after_a_restart(
 ) -> None:
     settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
     stuck = RecordingAdapter(failures_before_success=1_000)
-    async with open_service(settings) as crashed:
+    # it will never get to try again
+    async with open_service(settings, delivery_backoff_seconds=60) as crashed:
         crashed.register("test", stuck)
-        crashed._delivery_backoff = 60  # it will never get to try again
         await crashed.start()
         submitted = await crashed.submit(request("a fox", "k"))
         deadline = asyncio.get_running_loop().time() + 10
@@ -241,10 +241,7 @@ async def test_a_result_stored_but_not_delivered_is_delivered_after_a_restart(
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
         # the process dies: its tasks stop and it never hands its leases back
-        for task in crashed._tasks + list(crashed._deliveries):
-            task.cancel()
-        crashed._tasks.clear()
-        crashed.owner = "dead-process"
+        await crashed.abandon()
         adapter = RecordingAdapter()
         async with running(settings, adapter) as restarted:
             outcome = await adapter.wait_for(submitted.job.id)
@@ -381,7 +378,7 @@ async def test_a_held_request_is_handed_back_after_a_crash_and_dropped_once_stor
         assert await crashed.hold("test", "msg-2", {"text": "a cat"})
         submitted = await crashed.submit(request("a cat", "msg-2"))  # stored: no longer held
         assert submitted.created
-        crashed.owner = "dead-process"  # it dies holding msg-1
+        await crashed.abandon()  # it dies holding msg-1
     resumed: list[dict[str, object]] = []
     arrived = asyncio.Event()
 
@@ -397,3 +394,47 @@ async def test_a_held_request_is_handed_back_after_a_crash_and_dropped_once_stor
         # the job that was stored is not held any more, and a held key with a job is refused
         assert not await restarted.hold("test", "msg-2", {"text": "a cat"})
     assert resumed == [{"text": "a fox"}]
+
+
+async def test_stopping_lets_generations_under_way_finish_and_hands_back_the_queue(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 0.5
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_WORKERS=3)
+    first = RecordingAdapter()
+    async with open_service(settings) as stopping:
+        stopping.register("test", first)
+        await stopping.start()
+        ids = [
+            (await stopping.submit(request(f"fox {n}", f"k{n}", user_id=f"U{n}"))).job.id
+            for n in range(7)
+        ]
+        await fake_gemini.wait_for_requests(3)
+        await stopping.stop()  # a deploy's SIGTERM, with three generations under way
+    finished_first = {job.id for job, _ in first.deliveries}
+    second = RecordingAdapter()
+    async with running(settings, second):
+        for job_id in set(ids) - finished_first:
+            await second.wait_for(job_id)
+
+    assert len(finished_first) == 3, "the three under way finished and were delivered"
+    assert len(fake_gemini.requests) == 7, "nothing was generated twice"
+    assert {job.id for job, _ in second.deliveries} == set(ids) - finished_first
+
+
+async def test_stopping_past_the_grace_period_cuts_the_generation_off(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 30.0
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_SHUTDOWN_GRACE_SECONDS=0.2)
+    adapter = RecordingAdapter()
+    async with open_service(settings) as service:
+        service.register("test", adapter)
+        await service.start()
+        await service.submit(request("a slow fox", "k1"))
+        await fake_gemini.wait_for_requests(1)
+        started = asyncio.get_running_loop().time()
+        await service.stop()
+        stopped_after = asyncio.get_running_loop().time() - started
+
+    assert stopped_after < 5.0 and adapter.deliveries == []

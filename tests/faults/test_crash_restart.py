@@ -467,3 +467,28 @@ async def test_discord_requests_cut_off_while_their_photos_download_finish_after
     answered = [c for c in callbacks(fake) if c.status in (200, 204)]
     assert len(answered) == 1  # deferred once, by the first process
     assert held_requests(procs.db) == 0  # nothing left held
+
+
+async def test_a_deploy_sigterm_during_a_burst_of_30_pays_for_each_image_once(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 0.6
+    prompts = [f"burst picture {n}" for n in range(30)]
+    async with slack_processes(tmp_path, fake_gemini) as run:
+        run.procs.settings["IMAGEBOT_WORKERS"] = "8"
+        await run.procs.start()
+        await asyncio.gather(*(run.command(prompt) for prompt in prompts))
+        await poll_until(
+            lambda: len(in_flight(fake_gemini, prompts)) >= 4, timeout=WAIT, what="calls under way"
+        )
+        under_way = len(in_flight(fake_gemini, prompts))
+        await run.procs.stop()  # SIGTERM: those under way finish; the queue is handed back
+        answered_before_restart = len(fake_gemini.responses)
+        await run.procs.start()
+        rows = await settled(run.db, len(prompts), timeout=60)
+
+    assert answered_before_restart >= under_way
+    assert len(fake_gemini.requests) == len(fake_gemini.responses) == len(prompts)
+    assert sorted(r["api_calls"] for r in rows) == [1] * len(prompts)
+    for row in rows:
+        _assert_shown_once(run.slack, row)
