@@ -34,7 +34,7 @@ async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
         await service.start()
         # Slack's HTTP mode serves /metrics on PORT already; other modes need their own port
         exporter = (
-            await metrics.serve(settings.metrics_port)
+            await metrics.serve(settings.metrics_port, health=service.health)
             if settings.metrics_port is not None
             else None
         )

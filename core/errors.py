@@ -17,3 +17,15 @@ class UserFacingError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class StoreError(UserFacingError):
+    """The database would not take a write (a full disk, a read-only file); nothing of the
+    operation was kept. The same operation may work once the fault is cleared."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "I could not save this: the bot's database is not taking writes right now; try "
+            "again in a few minutes (whoever runs the bot can see why on its /healthz page).",
+            detail=detail,
+        )

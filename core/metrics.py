@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -20,6 +23,9 @@ COST = Counter("imagebot_estimated_cost_usd_total", "Estimated spend, by model",
 DELIVERY_FAILURES = Counter(
     "imagebot_delivery_failures_total", "Failed attempts to show a result", ["platform"]
 )
+STORE_ERRORS = Counter(
+    "imagebot_store_errors_total", "Writes the database refused (disk full, read-only, ...)"
+)
 
 
 async def metrics_endpoint(_request: web.Request) -> web.Response:
@@ -28,20 +34,31 @@ async def metrics_endpoint(_request: web.Request) -> web.Response:
     return response
 
 
-async def health_endpoint(_request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def add_routes(app: web.Application) -> None:
-    """`GET /metrics` and `GET /healthz` on an existing aiohttp application."""
+def _always_healthy() -> tuple[bool, dict[str, Any]]:
+    return True, {"ok": True}
+
+
+def add_routes(app: web.Application, health: Health = _always_healthy) -> None:
+    """`GET /metrics` and `GET /healthz` on an existing aiohttp application; /healthz
+    answers 503 with the reason in its JSON while `health()` says the process cannot work."""
+
+    async def health_endpoint(_request: web.Request) -> web.Response:
+        ok, body = health()
+        return web.json_response(body, status=200 if ok else 503)
+
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", health_endpoint)
 
 
-async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+async def serve(
+    port: int, host: str = "0.0.0.0", health: Health = _always_healthy
+) -> web.AppRunner:
     """A stand-alone /metrics and /healthz server (for modes without an HTTP server)."""
     app = web.Application()
-    add_routes(app)
+    add_routes(app, health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

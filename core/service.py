@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -16,7 +17,7 @@ from core import images, logs, metrics, quotas
 from core.catalog import Catalog, Model
 from core.config import Settings
 from core.conversations import StoredPart, Turn, build_history
-from core.errors import UserFacingError
+from core.errors import StoreError, UserFacingError
 from core.gemini import GeminiClient, GeminiError, ImageRequest, ImageResult
 from core.jobs import (
     Adapter,
@@ -79,6 +80,14 @@ class Service:
         self._busy: set[asyncio.Task[None]] = set()  # workers running a job
         self._draining = False
         self._abandoned = False
+        # jobs this process is advancing (queued here, running, or being delivered): the
+        # only ones whose leases it renews
+        self._active: set[str] = set()
+        # work the store refused, done again once it takes writes: runs to queue again,
+        # results to store, deliveries to record
+        self._requeue_later: set[str] = set()
+        self._unsaved: dict[str, tuple[Job, JobResult]] = {}
+        self._unrecorded: dict[str, tuple[Job, list[str]]] = {}
         self._upkeep: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._delivery_backoff = delivery_backoff_seconds
@@ -164,16 +173,58 @@ class Service:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this process can do its work, for /healthz: false while the database
+        refuses writes, and why."""
+        error = self.store.write_error
+        if error is None:
+            return True, {"ok": True}
+        since = self.store.write_error_since or time.time()
+        return False, {
+            "ok": False,
+            "database": f"cannot write: {error}",
+            "failing_for_seconds": round(time.time() - since, 1),
+            "waiting": len(self._requeue_later) + len(self._unsaved) + len(self._unrecorded),
+        }
+
     async def _maintain(self) -> None:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.store.renew_leases(self.owner, self.settings.lease_seconds)
+                # also the heartbeat that shows whether the database takes writes again
+                await self.store.renew_leases(
+                    self.owner, self.settings.lease_seconds, list(self._active)
+                )
+                await self._resume_after_store_fault()
                 if not self._draining:
                     await self._take_over_expired()
+            except StoreError:
+                pass  # logged by the store when the fault began; tried again next round
             except Exception:
                 log.exception("lease upkeep failed")
+
+    async def _resume_after_store_fault(self) -> None:
+        """Carry on with what the store refused, now that it takes writes."""
+        for job_id, (job, keys) in list(self._unrecorded.items()):
+            await self.store.record_delivery(job, keys)
+            del self._unrecorded[job_id]
+            self._active.discard(job_id)
+        for job_id, (job, result) in list(self._unsaved.items()):
+            finished = await self.store.finish(job.id, self.owner, result)
+            del self._unsaved[job_id]
+            log.info("stored a result kept while the database failed", extra={"job_id": job_id})
+            if finished is not None:
+                self._deliver_later(finished)
+        for job_id in list(self._requeue_later):
+            await self.store.requeue(job_id, self.owner)
+            self._requeue_later.discard(job_id)
+            if not self._draining:
+                self._enqueue(job_id)
+
+    def _enqueue(self, job_id: str) -> None:
+        self._active.add(job_id)
+        self._queue.put_nowait(job_id)
 
     async def _take_over_expired(self) -> None:
         resumable = [p for p in self._adapters if p in self._resumable]
@@ -202,7 +253,7 @@ class Service:
                 log.info(
                     "resuming after a restart (run %d)", job.attempts + 1, extra={"job_id": job.id}
                 )
-                self._queue.put_nowait(job.id)
+                self._enqueue(job.id)
 
     # submitting
 
@@ -374,7 +425,7 @@ class Service:
                 raise failure from exc
             if more:
                 job = await self.store.update_target(job.id, {**job.target, **more})
-        self._queue.put_nowait(job.id)
+        self._enqueue(job.id)
         log.info(
             "queued kind=%s platform=%s model=%s size=%s position=%d",
             job.kind,
@@ -468,24 +519,33 @@ class Service:
                 self._queue.task_done()
 
     async def _run(self, job_id: str) -> None:
-        job = await self.store.claim(job_id, self.owner, self.settings.lease_seconds)
-        if job is None:
+        try:
+            job = await self.store.claim(job_id, self.owner, self.settings.lease_seconds)
+            if job is not None and (job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS):
+                failed = await self.store.fail_open_job(
+                    job.id,
+                    "I could not finish this request after several tries; please ask again.",
+                    f"interrupted {job.attempts - 1} times, {job.paid_runs} of them after "
+                    "calling the image API",
+                )
+                if failed:
+                    self._deliver_later(failed)
+                return
+        except StoreError:
+            self._requeue_later.add(job_id)
             return
-        if job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS:
-            failed = await self.store.fail_open_job(
-                job.id,
-                "I could not finish this request after several tries; please ask again.",
-                f"interrupted {job.attempts - 1} times, {job.paid_runs} of them after calling "
-                "the image API",
-            )
-            if failed:
-                self._deliver_later(failed)
+        if job is None:
+            self._active.discard(job_id)
             return
         started = time.monotonic()
         ticker = asyncio.create_task(self._tick(job, started))
         metrics.JOBS_IN_FLIGHT.inc()
         try:
             result = await self._generate(job)
+        except StoreError:
+            # the API call could not be counted, so it was not made: run it once writes work
+            self._requeue_later.add(job.id)
+            return
         except UserFacingError as exc:
             result = JobResult(
                 "failed", api_calls=0, error_message=exc.message, error_detail=exc.detail
@@ -498,7 +558,6 @@ class Service:
         finally:
             ticker.cancel()
             metrics.JOBS_IN_FLIGHT.dec()
-        finished = await self.store.finish(job.id, self.owner, result)
         metrics.JOBS.labels(job.platform, result.state).inc()
         if result.cost_usd:
             metrics.COST.labels(job.options.model or "?").inc(result.cost_usd)
@@ -509,8 +568,16 @@ class Service:
             result.api_calls,
             f" reason={result.error_detail!r}" if result.error_detail else "",
         )
+        try:
+            finished = await self.store.finish(job.id, self.owner, result)
+        except StoreError:
+            # paid for already: kept here, and stored and delivered once writes work
+            self._unsaved[job.id] = (job, result)
+            return
         if finished is not None:
             self._deliver_later(finished)
+        else:
+            self._active.discard(job.id)
 
     async def _tick(self, job: Job, started: float) -> None:
         adapter = self._adapters.get(job.platform)
@@ -619,6 +686,7 @@ class Service:
         task.add_done_callback(self._deliveries.discard)
 
     def _deliver_later(self, job: Job) -> None:
+        self._active.add(job.id)
         with logs.job_context(job.id):
             task = asyncio.create_task(self._deliver(job), name=f"imagebot-deliver-{job.id}")
         self._deliveries.add(task)
@@ -640,6 +708,13 @@ class Service:
         )
 
     async def _deliver(self, job: Job) -> None:
+        try:
+            await self._deliver_once(job)
+        finally:
+            if job.id not in self._unrecorded:
+                self._active.discard(job.id)
+
+    async def _deliver_once(self, job: Job) -> None:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             log.error("no adapter for platform %s", job.platform)
@@ -659,13 +734,18 @@ class Service:
                     exc,
                     exc_info=last,
                 )
-                await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
+                with contextlib.suppress(StoreError):  # the next attempt writes it again
+                    await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
                 if not last:
                     delay = self._delivery_backoff * 2 ** (attempt - 1)
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 continue
-            await self.store.record_delivery(job, keys)
             log.info("delivered (%d messages)", len(keys))
+            try:
+                await self.store.record_delivery(job, keys)
+            except StoreError:
+                # shown already: only the record waits, so it is never shown twice
+                self._unrecorded[job.id] = (job, keys)
             return
 
     # reading

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -15,10 +16,14 @@ from typing import Any
 
 import aiosqlite
 
+from core import metrics
 from core.conversations import StoredPart, Turn
+from core.errors import StoreError
 from core.jobs import Job, UsageSummary
 from core.options import Options
 from core.quotas import Counts
+
+log = logging.getLogger(__name__)
 
 # Each entry moves the schema one version up; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -233,6 +238,9 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        # why the last write failed, and since when; None while writes work
+        self.write_error: str | None = None
+        self.write_error_since: float | None = None
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
@@ -262,22 +270,38 @@ class Store:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction. A write the database refuses (disk full, read-only, I/O)
+        raises StoreError, and `write_error` says why until a write works again."""
         async with self._lock:
             try:
-                # inside the try: a task cancelled while BEGIN is queued must still roll back,
-                # since aiosqlite runs the statement anyway
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-            except BaseException:
-                await asyncio.shield(self._rollback())
+                try:
+                    # inside the try: a task cancelled while BEGIN is queued must still roll
+                    # back, since aiosqlite runs the statement anyway
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    yield self._db
+                except BaseException:
+                    await asyncio.shield(self._rollback())
+                    raise
+                await asyncio.shield(self._db.execute("COMMIT"))
+            except sqlite3.IntegrityError:
                 raise
-            await asyncio.shield(self._db.execute("COMMIT"))
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+                self._refused(exc)
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            self.write_error = self.write_error_since = None
+
+    def _refused(self, exc: Exception) -> None:
+        metrics.STORE_ERRORS.inc()
+        if self.write_error is None:
+            self.write_error_since = time.time()
+            log.error("the database refused a write: %s", exc)
+        self.write_error = str(exc)
 
     async def _rollback(self) -> None:
         try:
             await self._db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass  # BEGIN itself failed: there is nothing to roll back
+        except sqlite3.Error:
+            pass  # BEGIN itself failed, or the fault ended the transaction already
 
     async def _one(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
@@ -717,25 +741,42 @@ class Store:
                 )
         return [json.loads(row["payload"]) for row in rows]
 
-    async def renew_leases(self, owner: str, lease_seconds: float) -> None:
+    async def renew_leases(self, owner: str, lease_seconds: float, job_ids: Iterable[str]) -> None:
+        """Keep our held requests, and those of our jobs this process is still advancing
+        (`job_ids`): a job it lost track of is left to lapse, so it is taken over."""
+        expires = time.time() + lease_seconds
         async with self._tx() as db:
             await db.execute(
-                "UPDATE intake SET lease_expires_at = ? WHERE owner = ?",
-                (time.time() + lease_seconds, owner),
+                "UPDATE intake SET lease_expires_at = ? WHERE owner = ?", (expires, owner)
+            )
+            await db.executemany(
+                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND owner = ?",
+                [(expires, job_id, owner) for job_id in job_ids],
             )
             await db.execute(
-                "UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND (state IN "
-                "('queued', 'running') OR "
-                "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))",
-                (time.time() + lease_seconds, owner),
+                "INSERT OR REPLACE INTO heartbeats (owner, seen_at) VALUES (?, ?)",
+                (owner, time.time()),
             )
+
+    async def requeue(self, job_id: str, owner: str) -> Job | None:
+        """A run this process claimed but could not carry on (the store failed under it):
+        queued again, for this process to run once writes work."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET state = 'queued' WHERE id = ? AND owner = ? AND state = 'running'",
+                (job_id, owner),
+            )
+            row = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            ).fetchone()
+        return _job(row) if row else None
 
     async def take_over_expired(
         self, platforms: Sequence[str], owner: str, lease_seconds: float
     ) -> list[Job]:
-        """Jobs of `platforms` whose owner's lease ran out (a dead process): now ours.
-
-        Running jobs go back to queued: their result was never stored, so they run again.
+        """Jobs of `platforms` whose lease ran out (a dead process, or a job this process
+        lost track of): now ours. Running jobs go back to queued: their result was never
+        stored, so they run again.
         """
         if not platforms:
             return []
@@ -745,9 +786,9 @@ class Store:
             rows = await (
                 await db.execute(
                     f"SELECT id FROM jobs WHERE platform IN ({marks}) AND lease_expires_at < ? "
-                    "AND (owner IS NULL OR owner != ?) AND (state IN ('queued', 'running') OR "
+                    "AND (state IN ('queued', 'running') OR "
                     "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))",
-                    (*platforms, now, owner),
+                    (*platforms, now),
                 )
             ).fetchall()
             ids = [row["id"] for row in rows]

@@ -72,6 +72,7 @@ class SlackApp:
         assert settings.slack_bot_token is not None
         self.settings = settings
         self.host = host
+        self.health = service.health
         self.port: int | None = None  # the bound port in HTTP mode, once serving
         token = settings.slack_bot_token.get_secret_value()
         retry_handlers: list[AsyncRetryHandler] = [
@@ -211,7 +212,8 @@ class SlackApp:
     async def _serve_http(self) -> None:
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, self._events)
-        metrics.add_routes(web_app)  # GET /healthz and /metrics beside the events
+        # GET /healthz and /metrics beside the events
+        metrics.add_routes(web_app, self.health)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         try:

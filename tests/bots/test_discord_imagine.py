@@ -202,7 +202,10 @@ async def test_a_job_cut_off_by_a_restart_is_finished_in_the_same_response_by_th
 ) -> None:
     fake_gemini.latency = 30.0
     async with discord_server() as fake:
-        async with running_bot(tmp_path, fake_gemini, fake) as bot:
+        # no grace: the stop cuts the generation off, as a platform's SIGKILL after it would
+        async with running_bot(
+            tmp_path, fake_gemini, fake, IMAGEBOT_SHUTDOWN_GRACE_SECONDS=0
+        ) as bot:
             payload = await bot.slash({"prompt": "a paper boat"})
             await fake_gemini.wait_for_requests(1)
         fake_gemini.latency = 0.0

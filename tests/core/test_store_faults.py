@@ -1,0 +1,142 @@
+"""A database that stops taking writes (read-only, or full) during a burst: every request
+ends in an image or one sentence, /healthz says so, and nothing is generated twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core import metrics
+from core.conversations import StoredPart
+from core.errors import StoreError
+from core.service import Service
+from core.store import Store
+from tests.conftest import make_settings
+from tests.core.service_harness import RecordingAdapter, request, running
+from tests.fakes.gemini import FakeGemini
+
+
+@asynccontextmanager
+async def refusing_writes(store: Store, kind: str) -> AsyncIterator[None]:
+    """The fault, injected on the store's own SQLite connection: a read-only database
+    (`query_only`), or a full one (no page may be added)."""
+    db = store._db  # the one connection every write goes through
+    if kind == "read-only":
+        await db.execute("PRAGMA query_only = ON")
+    else:
+        pages = (await (await db.execute("PRAGMA page_count")).fetchone())[0]
+        await db.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        yield
+    finally:
+        await db.execute("PRAGMA query_only = OFF")
+        await db.execute("PRAGMA max_page_count = 1073741823")
+
+
+async def until(check: object, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def healthz(service: Service) -> httpx.Response:
+    runner = await metrics.serve(0, host="127.0.0.1", health=service.health)
+    try:
+        port = runner.addresses[0][1]
+        async with httpx.AsyncClient() as client:
+            return await client.get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+async def test_a_burst_through_a_store_fault_ends_in_images_or_one_sentence(
+    tmp_path: Path, fake_gemini: FakeGemini, kind: str
+) -> None:
+    fake_gemini.latency = 0.4
+    settings = make_settings(
+        tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3, IMAGEBOT_MAX_JOBS_PER_USER=20
+    )
+    adapter = RecordingAdapter()
+    refused: list[str] = []
+    async with running(settings, adapter) as service:
+        before = [(await service.submit(request(f"fox {n}", f"k{n}"))).job.id for n in range(4)]
+        await fake_gemini.wait_for_requests(4)
+        async with refusing_writes(service.store, kind):
+            # the four under way are answered while nothing can be stored
+            await until(lambda: len(fake_gemini.responses) == 4, "the four answers")
+            await until(lambda: not service.health()[0], "the store fault to show")
+            during = await healthz(service)
+            for n in range(4, 7):
+                try:
+                    await service.submit(request(f"cat {n} " + "x" * 3000, f"k{n}"))
+                except StoreError as exc:
+                    refused.append(exc.message)
+            assert adapter.deliveries == [], "nothing is shown before it is stored"
+        for job_id in before:
+            await adapter.wait_for(job_id)
+        after = await service.submit(request("an owl", "k-after"))
+        await adapter.wait_for(after.job.id)
+        await until(lambda: service.health()[0], "health to come back")
+        healthy = await healthz(service)
+
+    assert during.status_code == 503 and during.json()["ok"] is False
+    assert "cannot write" in during.json()["database"]
+    assert healthy.status_code == 200
+    if kind == "read-only":
+        assert len(refused) == 3
+    assert all(m.startswith("I could not save this") for m in refused)
+    outcomes = [o for _, o in adapter.deliveries]
+    assert all(o.ok and len(o.images) == 1 for o in outcomes)
+    # every image was paid for once: the answers kept in memory were stored, not asked again
+    delivered = len(adapter.deliveries)
+    assert len(fake_gemini.requests) == delivered == 5 + (3 - len(refused))
+
+
+async def test_a_job_whose_worker_lost_it_is_not_kept_alive_by_lease_renewal(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    adapter = RecordingAdapter()
+    async with running(settings, adapter) as service:
+        store = service.store
+        # a job this process claimed and then lost track of, as a crashed worker leaves it
+        stray = await service.submit(request("a stray fox", "k-stray"))
+        await adapter.wait_for(stray.job.id)
+        created, _ = await store.create_job(
+            _new_job("lost"),
+            thread_key="t-lost",
+            parent_turn_id=None,
+            user_parts=[StoredPart(text="a lost fox")],
+            user_images=[],
+            owner=service.owner,
+            lease_seconds=0.3,
+        )
+        assert await store.claim(created.id, service.owner, 0.3)
+        # its lease lapses, so this very process takes it over and runs it
+        outcome = await adapter.wait_for(created.id)
+
+    assert outcome.ok
+
+
+def _new_job(key: str):  # type: ignore[no-untyped-def]
+    from core.options import Options
+    from core.store import NewJob
+
+    return NewJob(
+        id=f"job-{key}",
+        idempotency_key=key,
+        kind="generate",
+        platform="test",
+        tenant="T1",
+        user_id="U9",
+        prompt="a lost fox",
+        options=Options(model="gemini-3.1-flash-image", size="1K"),
+        target={},
+    )
