@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import UserFacingError
+from core.providers import Provider
 
 SIZES = ("0.5K", "1K", "2K", "4K")
 DEFAULT_SIZE = "1K"
@@ -82,7 +83,10 @@ class Model(BaseModel):
 
 
 class Catalog:
-    def __init__(self, models: Iterable[Model]) -> None:
+    """The models on offer. `retired` are models the provider has shut down: their names
+    are still known, so asking for one gets a sentence naming what replaced it."""
+
+    def __init__(self, models: Iterable[Model], retired: Iterable[tuple[Model, str]] = ()) -> None:
         self.models: tuple[Model, ...] = tuple(models)
         if not self.models:
             raise ValueError("the catalog has no models")
@@ -90,6 +94,9 @@ class Catalog:
         for model in self.models:
             for name in model.names():
                 self._by_name[name.lower()] = model
+        self._retired: dict[str, str] = {
+            name.lower(): why for model, why in retired for name in model.names()
+        }
         self.default: Model = self.models[0]
 
     def find(self, name: str) -> Model | None:
@@ -98,6 +105,9 @@ class Catalog:
     def get(self, name: str) -> Model:
         model = self.find(name)
         if model is None:
+            retired = self._retired.get(name.strip().lower())
+            if retired is not None:
+                raise UserFacingError(retired)
             raise UserFacingError(
                 f"There is no model called {name!r}: choose one of {self.describe_choices()}."
             )
@@ -135,8 +145,13 @@ def _shipped_id(entries: dict[str, dict[str, Any]], name: str) -> str | None:
     return None
 
 
-def load_catalog(extra_file: Path | None = None, default: str | None = None) -> Catalog:
-    """The shipped models, with entries from `extra_file` added or merged in by id.
+def load_catalog(
+    extra_file: Path | None = None,
+    default: str | None = None,
+    provider: Provider | None = None,
+) -> Catalog:
+    """The shipped models, with entries from `extra_file` added or merged in by id; with a
+    `provider`, the models it has shut down are set apart.
 
     Raises ValueError with a readable message when a file or an entry is wrong.
     """
@@ -165,9 +180,34 @@ def load_catalog(extra_file: Path | None = None, default: str | None = None) -> 
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "entry"
             raise ValueError(f"model {model_id!r}: {where}: {first['msg']}") from exc
-    catalog = Catalog(models)
+    offered, retired = _split_retired(models, provider)
+    catalog = Catalog(offered, retired)
     if default is not None:
-        if catalog.find(default) is None:
-            raise ValueError(f"unknown model {default!r}; known: {catalog.describe_choices()}")
-        catalog.default = catalog.get(default)
+        try:
+            catalog.default = catalog.get(default)
+        except UserFacingError as exc:
+            raise ValueError(str(exc)) from None
     return catalog
+
+
+def _split_retired(
+    models: list[Model], provider: Provider | None
+) -> tuple[list[Model], list[tuple[Model, str]]]:
+    if provider is None:
+        return models, []
+    offered, retired = [], []
+    for model in models:
+        retirement = provider.retired.get(model.wire_id(provider.name))
+        if retirement is None:
+            offered.append(model)
+            continue
+        successor = next((m for m in models if retirement.successor in m.names()), None)
+        instead = successor.aliases[0] if successor and successor.aliases else retirement.successor
+        retired.append(
+            (
+                model,
+                f"{model.name} was shut down by {provider.title} on {retirement.since}: "
+                f"use `--model {instead}` instead.",
+            )
+        )
+    return offered, retired

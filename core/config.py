@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.providers import Provider, ProviderSetting, choose_provider
@@ -166,6 +166,16 @@ class Settings(BaseSettings):
         """A comma-separated setting as a list ("" is an empty list)."""
         return [item for item in value.split(",") if item]
 
+    @model_validator(mode="after")
+    def _one_try_fits_the_deadline(self) -> Settings:
+        if self.gemini_timeout_seconds > self.gemini_retry_deadline_seconds:
+            raise ValueError(
+                f"GEMINI_TIMEOUT_SECONDS ({self.gemini_timeout_seconds:g}) is longer than "
+                f"GEMINI_RETRY_DEADLINE_SECONDS ({self.gemini_retry_deadline_seconds:g}), "
+                "which ends a whole generation: raise the deadline or lower the timeout"
+            )
+        return self
+
     @property
     def provider(self) -> Provider:
         return choose_provider(self.gemini_provider, self.gemini_base_url)
@@ -216,8 +226,10 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "a setting"
         message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings names them itself
+            raise ConfigError(message) from None
+        name = str(first["loc"][0])
         given = first.get("input")
         shown = "" if "SECRET" in name or "TOKEN" in name or "KEY" in name else f" (got {given!r})"
         raise ConfigError(f"{name} {message}{shown}") from None

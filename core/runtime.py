@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,8 @@ log = logging.getLogger("core.runtime")
 
 def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
     """Logging as configured; `quiet` (the terminal commands) logs nothing unless
-    IMAGEBOT_LOG_LEVEL was set explicitly, so a script sees only the command's own lines."""
+    IMAGEBOT_LOG_LEVEL is set in the environment (not only in .env, which sets it for the
+    bot), so a script sees only the command's own lines."""
     secrets = [
         value.get_secret_value()
         for value in (
@@ -31,14 +33,14 @@ def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
         )
         if value is not None
     ]
-    explicit = "log_level" in settings.model_fields_set
+    explicit = "IMAGEBOT_LOG_LEVEL" in os.environ
     level = settings.log_level if explicit or not quiet else None
     logs.configure(level, settings.log_format, secrets)
 
 
 def catalog_from(settings: Settings) -> Catalog:
     try:
-        return load_catalog(settings.models_file, settings.gemini_model)
+        return load_catalog(settings.models_file, settings.gemini_model, settings.provider)
     except ValueError as exc:
         name = "IMAGEBOT_MODELS_FILE" if settings.models_file else "GEMINI_MODEL"
         raise ConfigError(f"{name}: {exc}") from None

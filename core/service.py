@@ -560,7 +560,10 @@ class Service:
             metrics.JOBS_IN_FLIGHT.dec()
         metrics.JOBS.labels(job.platform, result.state).inc()
         if result.cost_usd:
-            metrics.COST.labels(job.options.model or "?").inc(result.cost_usd)
+            model = self.catalog.find(job.options.model or "")  # one label for old and new ids
+            metrics.COST.labels(model.id if model else job.options.model or "?").inc(
+                result.cost_usd
+            )
         log.info(
             "%s in %.2fs api_calls=%d%s",
             result.state,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -117,10 +116,10 @@ class GeminiClient:
         attempt = 0
         while True:
             attempt += 1
-            if on_attempt is not None:
-                await on_attempt()
             try:
                 async with asyncio.timeout_at(deadline):
+                    if on_attempt is not None:
+                        await on_attempt()
                     result = await self._attempt(url, body, request.model_id)
             except TimeoutError:
                 raise _out_of_time(loop.time() - started, attempt) from None
@@ -132,7 +131,8 @@ class GeminiClient:
                         error.detail += f" (gave up after {attempt} attempts)"
                     raise
                 delay = self._delay(error, attempt)
-                if loop.time() + delay > deadline:
+                # a retry needs time to work; one cut off at once would only hide this error
+                if loop.time() + delay + self._least_attempt_seconds > deadline:
                     error.detail += (
                         f" (gave up after {attempt} attempts: the next wait of {delay:.1f} s "
                         f"would pass the {self.deadline_seconds:g} s deadline)"
@@ -150,6 +150,10 @@ class GeminiClient:
                 await asyncio.sleep(delay)
             else:
                 return replace(result, attempts=attempt)
+
+    @property
+    def _least_attempt_seconds(self) -> float:
+        return min(10.0, self.deadline_seconds / 4)
 
     def _delay(self, error: GeminiError, attempt: int) -> float:
         if error.retry_after is not None:
@@ -195,7 +199,7 @@ def _out_of_time(waited: float, attempts: int) -> GeminiError:
 
 def _duration(seconds: float) -> str:
     if seconds < 90:
-        whole = math.ceil(seconds)
+        whole = max(1, round(seconds))
         return f"{whole} second{'s' * (whole != 1)}"
     minutes = round(seconds / 60)
     return f"{minutes} minutes"

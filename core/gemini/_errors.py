@@ -252,8 +252,8 @@ def _mentions_bad_key(error: WireError) -> bool:
 def _no_channel(model_id: str) -> str:
     return (
         f"The image service has no channel serving `{model_id}` (a setup problem at the proxy, "
-        "not something a retry fixes): choose another model with --model, or ask whoever runs "
-        "this bot to enable it on the proxy."
+        "not something a retry fixes): ask whoever runs this bot to enable that model on the "
+        "proxy, or to give the proxy's own id for it in IMAGEBOT_MODELS_FILE."
     )
 
 
@@ -264,6 +264,12 @@ def _unknown_model(model_id: str, provider: Provider) -> str:
             f"{provider.title} shut the model `{model_id}` down on {retired.since}: use "
             f"`--model {retired.successor}` instead, or ask whoever runs this bot to change "
             "GEMINI_MODEL."
+        )
+    if provider.name == "proxy":
+        return (
+            f"The image service does not know the model `{model_id}`: ask whoever runs this "
+            "bot to give the proxy's own id for it (provider_ids in IMAGEBOT_MODELS_FILE), or "
+            "set GEMINI_PROVIDER=google if it is Google's API."
         )
     return (
         f"The image service does not know the model `{model_id}`; choose another with "
@@ -335,8 +341,10 @@ def _error_from_wire(
             return make(BAD_KEY_MESSAGE, "bad_key")
         return make(FORBIDDEN_MESSAGE, "forbidden")
     if status == 404:
-        # Google's own "The requested URL … was not found" means a wrong root, not a model
-        if "requested url" not in lowered and ("model" in lowered or model_id in api_message):
+        # "The requested URL … was not found" (Google) or "Invalid URL (POST …)" (New-API)
+        # mean a wrong root, not an unknown model
+        wrong_root = "requested url" in lowered or "invalid url" in lowered
+        if not wrong_root and ("model" in lowered or model_id in api_message):
             return make(_unknown_model(model_id, provider), "unknown_model")
         return make(BAD_ROOT_MESSAGE, "bad_url")
     if status == 408:

@@ -106,8 +106,9 @@ def parse_response(
         where = ".".join(str(p) for p in first["loc"])
         raise _malformed(f"a 200 answer of unexpected shape at {where}: {first['msg']}") from None
     if wire.error is not None and not wire.candidates:
+        # an error sent with 200: its own code when it has one, else a refusal (not retried)
         code = wire.error.code if isinstance(wire.error.code, int) else 0
-        return_status = code if 400 <= code <= 599 else 502
+        return_status = code if 400 <= code <= 599 else 400
         raise _error_from_wire(return_status, wire.error, {}, model_id=model_id, provider=provider)
     ids = f"responseId={wire.response_id} modelVersion={wire.model_version}"
     feedback = wire.prompt_feedback

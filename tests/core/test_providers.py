@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_settings
+from core.errors import UserFacingError
 from core.gemini import GeminiClient, ImageRequest
 from core.gemini._types import Content, Part
 from core.jobs import Outcome
@@ -105,15 +106,48 @@ async def test_the_google_header_refused_by_a_proxy_says_to_set_the_provider(
     assert len(fake.requests) == 1
 
 
-async def test_a_model_google_shut_down_names_its_successor(tmp_path: Path) -> None:
-    outcome, _ = await one_outcome(
-        tmp_path, "a fox --model 2.5-flash", dialect="google", GEMINI_PROVIDER="google"
-    )
+@pytest.mark.parametrize("name", ["2.5-flash", "gemini-2.5-flash-image", "nano-banana"])
+async def test_a_model_google_shut_down_is_refused_naming_its_successor(
+    tmp_path: Path, name: str
+) -> None:
+    async with FakeGemini(api_key=API_KEY, dialect="google") as fake:
+        settings = make_settings(tmp_path, fake, GEMINI_PROVIDER="google")
+        async with running(settings, RecordingAdapter()) as service:
+            with pytest.raises(UserFacingError) as caught:
+                await service.submit(request(f"a fox --model {name}", "k1"))
+            offered = service.catalog.describe_choices()
 
-    assert outcome.error == (
+    assert caught.value.message == (
+        "Gemini 2.5 Flash Image was shut down by Google's Gemini API on 2026-10-02: use "
+        "`--model flash` instead."
+    )
+    assert fake.requests == [] and "2.5" not in offered
+
+
+def test_a_default_model_google_shut_down_stops_start_up_with_the_fix(tmp_path: Path) -> None:
+    from core.config import ConfigError
+    from core.runtime import catalog_from
+
+    settings = load_settings(
+        _env_file=None, GEMINI_PROVIDER="google", GEMINI_MODEL="gemini-2.5-flash-image"
+    )
+    with pytest.raises(ConfigError, match=r"GEMINI_MODEL: Gemini 2\.5 Flash Image was shut down"):
+        catalog_from(settings)
+
+
+def test_the_404_for_a_retired_id_names_its_successor() -> None:
+    from core.gemini import error_from_response
+
+    body = (
+        b'{"error":{"code":404,"status":"NOT_FOUND","message":"models/gemini-2.5-flash-image '
+        b'is not found for API version v1beta, or is not supported for generateContent."}}'
+    )
+    error = error_from_response(
+        404, body, {}, model_id="gemini-2.5-flash-image", provider=PROVIDERS["google"]
+    )
+    assert error.message.startswith(
         "Google's Gemini API shut the model `gemini-2.5-flash-image` down on 2026-10-02: use "
-        "`--model gemini-3.1-flash-image` instead, or ask whoever runs this bot to change "
-        "GEMINI_MODEL."
+        "`--model gemini-3.1-flash-image` instead"
     )
 
 
@@ -187,3 +221,27 @@ def test_providers_are_data() -> None:
     assert proxy.auth_headers("k") == {"Authorization": "Bearer k"}
     assert (google.wire_size("0.5K"), proxy.wire_size("0.5K")) == ("512", "0.5K")
     assert json.dumps(google.wire_size("4K")) == '"4K"'
+
+
+def test_a_proxy_404_for_a_wrong_root_names_the_base_url_setting() -> None:
+    from core.gemini import error_from_response
+
+    body = (
+        b'{"error":{"message":"Invalid URL (POST /v1/v1beta/models/gemini-3-pro-image-preview'
+        b':generateContent)","type":"invalid_request_error","code":""}}'
+    )
+    error = error_from_response(
+        404, body, {}, model_id="gemini-3-pro-image-preview", provider=PROVIDERS["proxy"]
+    )
+    assert error.reason == "bad_url" and "GEMINI_BASE_URL" in error.message
+
+
+def test_an_error_in_a_200_without_a_status_code_is_a_refusal_not_retried() -> None:
+    from core.gemini import GeminiError, parse_response
+
+    body = '{"error":{"message":"Your prompt was flagged","code":"content_policy_violation"}}'
+    with pytest.raises(GeminiError) as caught:
+        parse_response(body, model_id="m")
+
+    assert caught.value.retryable is False
+    assert caught.value.message == "The image service refused the request: Your prompt was flagged."
