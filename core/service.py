@@ -46,6 +46,10 @@ TEXT_ONLY = (
     "The model answered in words but made no image: describe the picture you want and try again."
 )
 INTERNAL = "Something went wrong on my side while making this image; it has been logged."
+UNDELIVERABLE = (
+    "I made this but could not post it here after several tries (the reason is in the bot's "
+    "log); ask whoever runs the bot to check its permissions in this conversation."
+)
 
 
 class Service:
@@ -739,7 +743,9 @@ class Service:
                 )
                 with contextlib.suppress(StoreError):  # the next attempt writes it again
                     await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
-                if not last:
+                if last:
+                    await self._say_undeliverable(adapter, job)
+                else:
                     delay = self._delivery_backoff * 2 ** (attempt - 1)
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 continue
@@ -750,6 +756,14 @@ class Service:
                 # shown already: only the record waits, so it is never shown twice
                 self._unrecorded[job.id] = (job, keys)
             return
+
+    async def _say_undeliverable(self, adapter: Adapter, job: Job) -> None:
+        """After the last failed delivery, one sentence in place of the result, which needs
+        less of the platform (no upload), so nobody is left looking at "Generating…"."""
+        try:
+            await adapter.deliver(job, Outcome(images=(), text="", error=UNDELIVERABLE))
+        except Exception:
+            log.warning("could not say that the result could not be delivered", exc_info=True)
 
     # reading
 

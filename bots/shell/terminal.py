@@ -51,8 +51,24 @@ class TerminalAdapter:
             self.write(f"… still generating ({update.elapsed_seconds:.0f} s)")
 
     async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
-        paths = await asyncio.to_thread(self._save, job, outcome)
         future = self._future(job.id)
+        try:
+            paths = await asyncio.to_thread(self._save, job, outcome)
+        except OSError as exc:
+            # said to the person waiting, once: trying again would not make the folder writable
+            why = (
+                "it is not a folder"
+                if isinstance(exc, FileExistsError | NotADirectoryError)
+                else (exc.strerror or str(exc)).lower()
+            )
+            if not future.done():
+                future.set_exception(
+                    UserFacingError(
+                        f"I could not write the image into {self.out_dir}: {why}.",
+                        detail=repr(exc),
+                    )
+                )
+            return []
         if not future.done():
             future.set_result(paths)
         return [str(path) for path in paths]

@@ -125,6 +125,24 @@ async def test_generate_fails_in_exactly_one_line_after_retries_and_logs_nothing
     assert err.startswith(says)
 
 
+@pytest.mark.parametrize("where", ["a-file", "a-file/inside"])
+async def test_generate_that_cannot_write_its_image_says_so_in_one_line_and_ends(
+    tmp_path: Path, fake_gemini: FakeGemini, where: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / where
+
+    code, stdout, err = await _run(
+        [*IMAGEBOT, "generate", "a fox", "--out", str(out)], _env(tmp_path, fake_gemini)
+    )
+
+    assert code == 1 and stdout == ""
+    assert err.strip().splitlines() == [
+        f"imagebot: I could not write the image into {out}: it is not a folder."
+    ]
+    assert len(fake_gemini.requests) == 1
+
+
 async def test_generate_logs_only_when_a_log_level_is_set(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

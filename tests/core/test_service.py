@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from core.errors import UserFacingError
-from core.jobs import Attachment
+from core.jobs import Attachment, Job, Outcome
 from core.options import Options
 from core.runtime import open_service
+from core.service import DELIVERY_ATTEMPTS, UNDELIVERABLE
 from core.store import Store
 from tests.conftest import make_settings
 from tests.core.service_harness import RecordingAdapter, request, running
@@ -438,3 +439,28 @@ async def test_stopping_past_the_grace_period_cuts_the_generation_off(
         stopped_after = asyncio.get_running_loop().time() - started
 
     assert stopped_after < 5.0 and adapter.deliveries == []
+
+
+class UploadsRefused(RecordingAdapter):
+    """A chat that refuses every result with an image, as a channel without Attach Files."""
+
+    async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
+        if outcome.images:
+            raise PermissionError("403 Missing Permissions")
+        return await super().deliver(job, outcome)
+
+
+async def test_a_result_that_can_never_be_posted_ends_in_one_sentence_instead(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    adapter = UploadsRefused()
+    async with running(
+        make_settings(tmp_path, fake_gemini), adapter, delivery_backoff_seconds=0.01
+    ) as service:
+        submitted = await service.submit(request("a fox", "k"))
+        outcome = await adapter.wait_for(submitted.job.id)
+        job = await service.job(submitted.job.id)
+
+    assert outcome.error == UNDELIVERABLE and outcome.images == ()
+    assert job is not None and job.delivery_attempts == DELIVERY_ATTEMPTS
+    assert len(fake_gemini.requests) == 1
