@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         50.0, gt=0, validation_alias="IMAGEBOT_MAX_IMAGE_MEGAPIXELS"
     )
 
+    # Retention (0 keeps forever). Images are most of the database (about 1.5 MB at 1K,
+    # 10 MB at 4K); a conversation's text is small, and a month's jobs must stay for usage
+    # and budgets, hence at least 32 days.
+    keep_images_days: int = Field(30, ge=0, validation_alias="IMAGEBOT_KEEP_IMAGES_DAYS")
+    keep_conversations_days: int = Field(
+        90, ge=0, validation_alias="IMAGEBOT_KEEP_CONVERSATIONS_DAYS"
+    )
+
     output_dir: Path = Field(Path("out"), validation_alias="IMAGEBOT_OUTPUT_DIR")
     log_level: str = Field("INFO", validation_alias="IMAGEBOT_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="IMAGEBOT_LOG_FORMAT")
@@ -175,6 +183,15 @@ class Settings(BaseSettings):
                 "which ends a whole generation: raise the deadline or lower the timeout"
             )
         return self
+
+    @field_validator("keep_conversations_days")
+    @classmethod
+    def _a_month_at_least(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError(
+                "must be 0 (keep forever) or at least 32: usage and budgets count the month's jobs"
+            )
+        return value
 
     @property
     def provider(self) -> Provider:

@@ -23,6 +23,7 @@ COST = Counter("imagebot_estimated_cost_usd_total", "Estimated spend, by model",
 DELIVERY_FAILURES = Counter(
     "imagebot_delivery_failures_total", "Failed attempts to show a result", ["platform"]
 )
+DATABASE_BYTES = Gauge("imagebot_database_bytes", "Size of the database on disk")
 STORE_ERRORS = Counter(
     "imagebot_store_errors_total", "Writes the database refused (disk full, read-only, ...)"
 )

@@ -41,6 +41,8 @@ Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 # job that keeps being interrupted before any call (a crash loop) stops after MAX_CLAIMS.
 MAX_PAID_RUNS = 3
 MAX_CLAIMS = 10
+RETENTION_EVERY_SECONDS = 3600.0
+DAY = 86400.0
 DELIVERY_ATTEMPTS = 5
 TEXT_ONLY = (
     "The model answered in words but made no image: describe the picture you want and try again."
@@ -93,6 +95,7 @@ class Service:
         self._unsaved: dict[str, tuple[Job, JobResult]] = {}
         self._unrecorded: dict[str, tuple[Job, list[str]]] = {}
         self._upkeep: asyncio.Task[None] | None = None
+        self._retention_due = 0.0  # time.monotonic() of the next retention pass
         self._deliveries: set[asyncio.Task[None]] = set()
         self._delivery_backoff = delivery_backoff_seconds
 
@@ -203,10 +206,29 @@ class Service:
                 await self._resume_after_store_fault()
                 if not self._draining:
                     await self._take_over_expired()
+                if not self._draining and time.monotonic() >= self._retention_due:
+                    self._retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
+                    await self.apply_retention()
             except StoreError:
                 pass  # logged by the store when the fault began; tried again next round
             except Exception:
                 log.exception("lease upkeep failed")
+
+    async def apply_retention(self, now: float | None = None) -> int:
+        """Clear conversations and images older than the settings keep them; returns the
+        rows removed. Runs hourly in upkeep."""
+        now = time.time() if now is None else now
+        conversations, images = (
+            self.settings.keep_conversations_days,
+            self.settings.keep_images_days,
+        )
+        removed = await self.store.forget(
+            now - conversations * DAY if conversations else None,
+            now - images * DAY if images else None,
+        )
+        if removed:
+            log.info("retention removed %d rows older than the settings keep them", removed)
+        return removed
 
     async def _resume_after_store_fault(self) -> None:
         """Carry on with what the store refused, now that it takes writes."""
@@ -461,11 +483,17 @@ class Service:
             if parent is not None and request.thread_key is not None:
                 parent = await self.store.latest_turn(parent.conversation_id)
         if parent is None and request.thread_key is not None:
-            conversation = await self.store.conversation_id(
+            conversation = await self.store.conversation(
                 request.platform, request.tenant, request.thread_key
             )
             if conversation is not None:
-                parent = await self.store.latest_turn(conversation)
+                conversation_id, cleared_at = conversation
+                if cleared_at is not None:
+                    raise UserFacingError(
+                        f"This conversation is older than {self.settings.keep_conversations_days} "
+                        "days and was cleared; start a new one with /imagine."
+                    )
+                parent = await self.store.latest_turn(conversation_id)
         if parent is not None:
             key = await self.store.thread_key(parent.conversation_id)
             assert key is not None
@@ -609,6 +637,15 @@ class Service:
         stored = await self.store.images(
             part.image_sha256 for turn in path for part in turn.parts if part.image_sha256
         )
+        continued = path[-2] if len(path) > 1 else None
+        if continued is not None and continued.role == "model":
+            shown = [p.image_sha256 for p in continued.parts if p.image_sha256]
+            if shown and not any(sha in stored for sha in shown):
+                raise UserFacingError(
+                    f"The image this continues from is older than "
+                    f"{self.settings.keep_images_days} days and was deleted; start a new "
+                    "one with /imagine."
+                )
         provider = self.gemini.provider
         wire_id = model.wire_id(provider.name)
         history = build_history(

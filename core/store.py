@@ -120,7 +120,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # runs that reached the image API (the run limit counts these, not claims); a row per
-    # process written on each upkeep, which proves the database still takes writes
+    # process written on each upkeep, which proves the database still takes writes; when
+    # an image was last used and when a conversation was cleared, for retention
     """
     ALTER TABLE jobs ADD COLUMN paid_runs INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN last_paid_run INTEGER NOT NULL DEFAULT 0;
@@ -128,6 +129,11 @@ MIGRATIONS: tuple[str, ...] = (
         owner TEXT PRIMARY KEY,
         seen_at REAL NOT NULL
     );
+    ALTER TABLE images ADD COLUMN last_used_at REAL;
+    UPDATE images SET last_used_at = created_at;
+    CREATE INDEX images_by_use ON images (last_used_at);
+    ALTER TABLE conversations ADD COLUMN cleared_at REAL;
+    CREATE INDEX jobs_by_conversation ON jobs (conversation_id);
     """,
 )
 
@@ -235,8 +241,9 @@ def _job(row: aiosqlite.Row) -> Job:
 class Store:
     """One SQLite connection; a lock keeps each transaction whole between coroutines."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
         self._db = db
+        self.path = path
         self._lock = asyncio.Lock()
         # why the last write failed, and since when; None while writes work
         self.write_error: str | None = None
@@ -252,8 +259,14 @@ class Store:
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=10000")
-        store = cls(db)
+        # freed pages go back to the file system after retention deletes rows; switching an
+        # existing file over rewrites it once
+        if (await (await db.execute("PRAGMA auto_vacuum")).fetchone())[0] != 2:
+            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await db.execute("VACUUM")
+        store = cls(db, None if str(path) == ":memory:" else Path(path))
         await store._migrate()
+        metrics.DATABASE_BYTES.set_function(store.size_bytes)
         return store
 
     async def close(self) -> None:
@@ -317,9 +330,11 @@ class Store:
 
     async def _put_image(self, db: aiosqlite.Connection, image: NewImage) -> str:
         sha = image.sha256
+        now = time.time()
         await db.execute(
-            "INSERT OR IGNORE INTO images (sha256, mime_type, width, height, byte_size, data, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images (sha256, mime_type, width, height, byte_size, data, "
+            "created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO UPDATE SET last_used_at = excluded.last_used_at",
             (
                 sha,
                 image.mime_type,
@@ -327,7 +342,8 @@ class Store:
                 image.height,
                 len(image.data),
                 image.data,
-                time.time(),
+                now,
+                now,
             ),
         )
         return sha
@@ -351,12 +367,65 @@ class Store:
         )
         return row["thread_key"] if row else None
 
-    async def conversation_id(self, platform: str, tenant: str, thread_key: str) -> int | None:
+    async def conversation(
+        self, platform: str, tenant: str, thread_key: str
+    ) -> tuple[int, float | None] | None:
+        """The conversation's id, and when retention cleared it (None while it is kept)."""
         row = await self._one(
-            "SELECT id FROM conversations WHERE platform = ? AND tenant = ? AND thread_key = ?",
+            "SELECT id, cleared_at FROM conversations WHERE platform = ? AND tenant = ? "
+            "AND thread_key = ?",
             (platform, tenant, thread_key),
         )
-        return row["id"] if row else None
+        return (row["id"], row["cleared_at"]) if row else None
+
+    async def forget(self, conversations_before: float | None, images_before: float | None) -> int:
+        """Retention: clear conversations with no turn since `conversations_before` (their
+        turns, jobs and message links; the conversation row stays, marked, so a reply is told
+        why), and drop images not used since `images_before`. Returns the rows removed."""
+        removed = 0
+        async with self._tx() as db:
+            if conversations_before is not None:
+                rows = await (
+                    await db.execute(
+                        "SELECT conversation_id FROM turns GROUP BY conversation_id "
+                        "HAVING MAX(created_at) < ? AND conversation_id NOT IN (SELECT "
+                        "conversation_id FROM jobs WHERE state IN ('queued', 'running'))",
+                        (conversations_before,),
+                    )
+                ).fetchall()
+                for row in rows:
+                    cid = row["conversation_id"]
+                    for sql in (
+                        "DELETE FROM message_links WHERE turn_id IN "
+                        "(SELECT id FROM turns WHERE conversation_id = ?)",
+                        "DELETE FROM jobs WHERE conversation_id = ?",
+                        "DELETE FROM turns WHERE conversation_id = ?",
+                    ):
+                        removed += (await db.execute(sql, (cid,))).rowcount
+                    await db.execute(
+                        "UPDATE conversations SET cleared_at = ? WHERE id = ?", (time.time(), cid)
+                    )
+            if images_before is not None:
+                cursor = await db.execute(
+                    "DELETE FROM images WHERE last_used_at < ?", (images_before,)
+                )
+                removed += cursor.rowcount
+        if removed:
+            async with self._lock:  # give the freed pages back to the file system
+                # run to completion (a plain execute() frees one page per step)
+                await self._db.executescript("PRAGMA incremental_vacuum;")
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
+    def size_bytes(self) -> int:
+        """The database on disk, its write-ahead log included."""
+        if self.path is None:
+            return 0
+        return sum(
+            p.stat().st_size
+            for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+            if p.exists()
+        )
 
     async def turn(self, turn_id: int) -> Turn | None:
         row = await self._one("SELECT * FROM turns WHERE id = ?", (turn_id,))

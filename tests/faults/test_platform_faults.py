@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from bots.slack import messages as slack_messages
-from core.service import DELIVERY_ATTEMPTS
+from core.service import DELIVERY_ATTEMPTS, UNDELIVERABLE
 from tests.bots.test_discord_harness import (
     Bot,
     answers,
@@ -233,7 +233,8 @@ async def test_discord_failing_for_good_abandons_the_delivery_logs_it_and_never_
         assert row["delivery_abandoned_at"] is not None and row["delivered_at"] is None
         assert row["delivery_attempts"] == DELIVERY_ATTEMPTS
         assert "DiscordServerError" in row["delivery_error"]
-        assert fake.message(reply.id).content.startswith("🎨")  # still where it got to
+        # the result could not be shown, so one sentence took the card's place
+        assert fake.message(reply.id).content == f"⚠️ {UNDELIVERABLE}"
         assert [m for m in fake.channel_messages() if m.attachments] == []
         assert [m for m in fake.channel_messages() if replies_to(m, said)] == [reply]
         failed = [c for c in fake.calls_to("PATCH", path) if c.status == 503]
