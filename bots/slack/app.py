@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack import messages
 from bots.slack.buttons import Buttons
 from bots.slack.commands import Commands
-from bots.slack.context import SlackContext
+from bots.slack.context import Handler, SlackContext
 from bots.slack.delivery import SlackDelivery
 from bots.slack.events import PLATFORM
 from bots.slack.modals import Modals
@@ -38,6 +39,7 @@ from bots.slack.payloads import AuthTest
 from bots.slack.threads import Threads
 from core import metrics
 from core.config import ConfigError, Settings
+from core.intake import Intake
 from core.service import Service
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,9 @@ class SlackApp:
             name="imagebot",
             client=client,
             signing_secret=secret.get_secret_value() if secret else "",
+            # the ack (an HTTP answer, a Socket Mode ack) goes out only once a listener has
+            # returned, so a request is held in the store before Slack hears it arrived
+            process_before_response=True,
         )
         delivery = SlackDelivery(service, client)
         self.ctx = SlackContext(
@@ -99,38 +104,41 @@ class SlackApp:
             http=httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS),
             token=token,
             retry_handlers=retry_handlers,
+            intake=Intake(service, PLATFORM),
         )
+        modals = Modals(self.ctx)
+        self._commands = Commands(self.ctx)
         self._threads = Threads(self.ctx)
+        self._handlers: dict[str, Handler] = {
+            h.kind: h for h in (self._commands, self._threads, Buttons(self.ctx), modals.editing)
+        }
         service.register(PLATFORM, delivery, resume=self._resume)
-        self._listen(Commands(self.ctx), self._threads, Buttons(self.ctx), Modals(self.ctx))
+        self._listen(modals)
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
 
-    def _listen(
-        self, commands: Commands, threads: Threads, buttons: Buttons, modals: Modals
-    ) -> None:
-        """Every listener acks at once and leaves the work to a task of its own."""
-        app, spawn = self.bolt, self.ctx.spawn
+    def _listen(self, modals: Modals) -> None:
+        """Every listener holds its request (core's Intake), acks, and leaves the work to a
+        task of its own."""
+        app, take, handlers = self.bolt, self.ctx.take, self._handlers
 
         # any command name routes here, so an operator may call it /imagine-dev or /draw
         @app.command(re.compile(r"^/"))
         async def on_command(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            spawn(commands.handle(body), "command")
+            await take(handlers["command"], body, ack)
 
-        # events are acked by Bolt before the listener runs
+        # Bolt acks an event itself, once the listener returns
         @app.event("app_mention")
-        async def on_mention(body: dict[str, Any]) -> None:
-            spawn(threads.handle(body), "mention")
+        async def on_mention(ack: Any, body: dict[str, Any]) -> None:
+            await take(handlers["message"], body, ack)
 
         @app.event("message")
-        async def on_message(body: dict[str, Any]) -> None:
-            spawn(threads.handle(body), "message")
+        async def on_message(ack: Any, body: dict[str, Any]) -> None:
+            await take(handlers["message"], body, ack)
 
         @app.action(re.compile(rf"^{re.escape(messages.ACTION_PREFIX)}"))
         async def on_button(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            spawn(buttons.handle(body), "button")
+            await take(handlers["click"], body, ack)
 
         @app.view(messages.SETTINGS_CALLBACK)
         async def on_settings(ack: Any, body: dict[str, Any]) -> None:
@@ -227,19 +235,30 @@ class SlackApp:
         finally:
             await runner.cleanup()
 
-    async def _resume(self, body: dict[str, Any]) -> None:
+    async def _resume(self, payload: dict[str, Any]) -> None:
+        """A request a dead process held: its work again (a message is told it resumed)."""
         await self._ready.wait()  # the bot's own id is known only once serving
-        await self._threads.resume(body)
+        if "kind" not in payload:  # held by an older version: a message event's body
+            key = await self._threads.accept(payload)
+            payload = {"kind": "message", "key": key, "body": payload}
+        handler = self._handlers.get(str(payload["kind"]))
+        key, body = payload.get("key"), payload.get("body")
+        if handler is None or not isinstance(key, str) or not isinstance(body, dict):
+            log.warning("dropped a held Slack request this version cannot read")
+            return
+        if handler is self._threads:
+            await self._threads.resumed(body)
+        await self.ctx.intake.finish(key, partial(handler.run, body), partial(handler.tell, body))
 
     async def _events(self, request: web.Request) -> web.Response:
         """What Bolt's own aiohttp server does, made safe against what anyone can send.
 
         Bolt parses a body before it checks the signature, so unsigned junk could make it
         fail loudly; here the signature is checked first, and a signed body of the wrong
-        shape is answered 400 with one log line. A signed slash command is answered 200 at
-        once and handed to Bolt in a task: its listener only acks anyway, and Bolt's own
-        path to that ack costs about half a millisecond per request, which a burst of
-        commands would otherwise queue behind one another.
+        shape is answered 400 with one log line. A signed slash command is held in the
+        store, answered 200, and handed to Bolt in a task: its listener only acks anyway,
+        and Bolt's own path to that ack costs about half a millisecond per request, which a
+        burst of commands would otherwise queue behind one another.
         """
         try:
             raw = await request.text()
@@ -249,7 +268,8 @@ class SlackApp:
         if not self._verifier.is_valid_request(raw, headers):
             return web.Response(status=401, text="invalid signature")
         if _is_slash_command(raw, request.content_type):
-            self.ctx.spawn(self._dispatch_command(raw, request.query_string, headers), "ack")
+            if await self._hold_command(raw):
+                self.ctx.spawn(self._dispatch_command(raw, request.query_string, headers), "ack")
             return web.Response(status=200)
         try:
             response = await self._dispatch(raw, request.query_string, headers)
@@ -257,6 +277,18 @@ class SlackApp:
             log.warning("refused a signed Slack request of an unexpected shape: %r", exc)
             return web.Response(status=400, text="unexpected request shape")
         return await to_aiohttp_response(response)
+
+    async def _hold_command(self, raw: str) -> bool:
+        """Held before the 200 goes out; False for a command held or stored already, or one
+        that could not be held (the person was told)."""
+        form = dict(parse_qsl(raw, keep_blank_values=True))
+        key = await self._commands.accept(form)
+        if key is None:
+            return False
+        payload = {"kind": self._commands.kind, "key": key, "body": form}
+        return await self.ctx.intake.receive(
+            key, payload, acknowledge=_nothing, tell=partial(self._commands.tell, form)
+        )
 
     async def _dispatch(self, raw: str, query: str, headers: dict[str, str]) -> BoltResponse:
         request = AsyncBoltRequest(body=raw, query=query, headers=headers)
@@ -278,6 +310,10 @@ class SlackApp:
         if response.body and not response.body.startswith("{"):
             response_url = dict(parse_qsl(raw)).get("response_url")
             await self.ctx.respond(response_url, response.body)
+
+
+async def _nothing() -> None:
+    """The acknowledgement of a command held on the fast path: the 200 that follows."""
 
 
 # what Bolt raises reading a signed body of a shape it does not expect

@@ -24,33 +24,33 @@ log = logging.getLogger(__name__)
 
 
 class Buttons:
+    """A click, taken in by core's Intake: `accept` names it, `run` does it after the ack,
+    `tell` answers the person who clicked when it fails."""
+
+    kind = "click"
+
     def __init__(self, ctx: SlackContext) -> None:
         self.ctx = ctx
 
-    async def handle(self, body: dict[str, Any]) -> None:
+    async def accept(self, body: dict[str, Any]) -> str | None:
         try:
             click = BlockActions.model_validate(body)
         except ValidationError as exc:
             log.warning("ignored a malformed button click: %s", exc.errors()[:1])
-            return
+            return None
         if not click.actions:
-            return
+            return None
         action = click.actions[0]
-        try:
-            job = await self._job(action.value, click.team.id)
-            await self._run(click, action, job)
-        except UserFacingError as exc:
-            log.info(
-                "click %s by %s refused: %s %s",
-                action.action_id,
-                click.user.id,
-                exc.message,
-                exc.detail,
-            )
-            await self._tell(click, messages.escape(exc.message))
-        except Exception:
-            log.exception("the click %s failed", action.action_id)
-            await self._tell(click, messages.INTERNAL)
+        return click_key(click.team.id, click.trigger_id, action.action_ts, click.user.id)
+
+    async def run(self, body: dict[str, Any]) -> None:
+        click = BlockActions.model_validate(body)
+        action = click.actions[0]
+        job = await self._job(action.value, click.team.id)
+        await self._run(click, action, job)
+
+    async def tell(self, body: dict[str, Any], message: str) -> None:
+        await self._tell(BlockActions.model_validate(body), messages.escape(message))
 
     async def _job(self, job_id: str, team: str) -> Job:
         job = await self.ctx.service.job(job_id) if job_id else None

@@ -10,47 +10,50 @@ from pydantic import ValidationError
 
 from bots.slack import messages
 from bots.slack.context import SlackContext
-from bots.slack.events import PLATFORM, command_request, subcommand
+from bots.slack.events import PLATFORM, command_key, command_request, subcommand
 from bots.slack.payloads import SlashCommand
-from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
 
 class Commands:
+    """A slash command, taken in by core's Intake: `accept` names it, `run` does it after
+    the ack, `tell` answers the person when it fails."""
+
+    kind = "command"
+
     def __init__(self, ctx: SlackContext) -> None:
         self.ctx = ctx
 
-    async def handle(self, body: dict[str, Any]) -> None:
-        """Runs after the ack; every way it can fail ends in an answer to the person."""
+    async def accept(self, body: dict[str, Any]) -> str | None:
         try:
             command = SlashCommand.model_validate(body)
         except ValidationError as exc:
             log.warning("ignored a malformed slash command: %s", exc.errors()[:1])
-            return
-        try:
-            match subcommand(command.text):
-                case "help":
-                    await self._tell(
-                        command,
-                        messages.help_text(
-                            self.ctx.service.catalog,
-                            command=command.command,
-                            bot_user_id=self.ctx.bot_user_id,
-                        ),
-                    )
-                case "settings":
-                    await self._settings(command)
-                case "usage":
-                    await self._usage(command)
-                case _:
-                    await self._imagine(command)
-        except UserFacingError as exc:
-            log.info("command from %s refused: %s %s", command.user_id, exc.message, exc.detail)
-            await self._tell(command, messages.escape(exc.message))
-        except Exception:
-            log.exception("the slash command from %s failed", command.user_id)
-            await self._tell(command, messages.INTERNAL)
+            return None
+        return command_key(command.team_id, command.trigger_id)
+
+    async def run(self, body: dict[str, Any]) -> None:
+        command = SlashCommand.model_validate(body)
+        match subcommand(command.text):
+            case "help":
+                await self._tell(
+                    command,
+                    messages.help_text(
+                        self.ctx.service.catalog,
+                        command=command.command,
+                        bot_user_id=self.ctx.bot_user_id,
+                    ),
+                )
+            case "settings":
+                await self._settings(command)
+            case "usage":
+                await self._usage(command)
+            case _:
+                await self._imagine(command)
+
+    async def tell(self, body: dict[str, Any], message: str) -> None:
+        await self._tell(SlashCommand.model_validate(body), messages.escape(message))
 
     async def _imagine(self, command: SlashCommand) -> None:
         submitted = await self.ctx.service.submit(

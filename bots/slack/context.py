@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import httpx
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -16,9 +17,26 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bots.slack.delivery import SlackDelivery
 from bots.slack.payloads import AuthTest
 from core.config import Settings
+from core.intake import Intake
 from core.service import Service
 
 log = logging.getLogger(__name__)
+
+Ack = Callable[..., Awaitable[Any]]
+
+
+class Handler(Protocol):
+    """One kind of request (a command, a message, a click, a form), as core's Intake takes
+    it in: `accept` names a request that is for the bot (None: acknowledged and dropped),
+    `run` does its work after the ack, `tell` answers the person when that fails."""
+
+    kind: str
+
+    async def accept(self, body: dict[str, Any]) -> str | None: ...
+
+    async def run(self, body: dict[str, Any]) -> None: ...
+
+    async def tell(self, body: dict[str, Any], message: str) -> None: ...
 
 
 @dataclass
@@ -30,6 +48,7 @@ class SlackContext:
     http: httpx.AsyncClient
     token: str = field(repr=False)
     retry_handlers: list[AsyncRetryHandler]
+    intake: Intake
     bot: AuthTest | None = None  # set from auth.test before the first event arrives
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -37,6 +56,18 @@ class SlackContext:
     def bot_user_id(self) -> str:
         assert self.bot is not None, "serve() has not identified the bot yet"
         return self.bot.user_id
+
+    async def take(self, handler: Handler, body: dict[str, Any], ack: Ack) -> None:
+        """A request from Slack: held in the store before `ack` answers Slack, then its work
+        in a task of its own (a crash after the ack leaves it held for the next process)."""
+        key = await handler.accept(body)
+        if key is None:
+            await ack()
+            return
+        tell = partial(handler.tell, body)
+        payload = {"kind": handler.kind, "key": key, "body": body}
+        if await self.intake.receive(key, payload, acknowledge=ack, tell=tell):
+            self.spawn(self.intake.finish(key, partial(handler.run, body), tell), handler.kind)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` after the ack, keeping hold of it so shutdown can cancel it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from core import intake
 from core.catalog import SIZES, Catalog
 from core.jobs import Job, UsageReport
 from core.options import Options, ResolvedOptions
@@ -200,7 +201,7 @@ GONE = "I cannot find that image any more; start a new request."
 OTHER_WORKSPACE = "That image belongs to another workspace."
 RESUMED = "I was restarted while reading your message; working on it again now."
 POST_FAILED = "I could not post in this conversation just now; please try again in a moment."
-INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
+INTERNAL = intake.INTERNAL
 
 
 def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from bots.slack import messages
-from bots.slack.context import SlackContext
+from bots.slack.context import Ack, SlackContext
 from bots.slack.events import PLATFORM, clean_text, view_key
 from bots.slack.payloads import ViewSubmission
 from bots.slack.target import Target
@@ -18,8 +17,6 @@ from core.jobs import Job, Request
 from core.options import Options, check_prompt, parse
 
 log = logging.getLogger(__name__)
-
-Ack = Callable[..., Awaitable[Any]]
 
 
 class Modals:
@@ -61,59 +58,78 @@ class Modals:
         await ack(response_action="update", view=messages.settings_saved_view(summary))
 
     async def edit(self, ack: Ack, body: dict[str, Any]) -> None:
-        """Checks the wording and the image at once (errors show in the form), then submits."""
+        """Checks the wording and the image at once (errors show in the form), then the
+        edit is taken in like any request."""
         try:
             submission = ViewSubmission.model_validate(body)
         except ValidationError:
             await ack()
             return
-        text = clean_text(submission.view.text(messages.EDIT_BLOCK), None)
-        job_id = submission.view.private_metadata
         try:
-            prompt, _ = parse(text)
-            check_prompt(prompt, self.ctx.settings.max_prompt_chars)
-            job = await self.ctx.service.job(job_id) if job_id else None
-            if job is None or job.tenant != submission.team.id:
-                raise UserFacingError(messages.GONE, detail=f"edit of missing job {job_id!r}")
+            await self._edited_job(submission)
         except UserFacingError as exc:
             await ack(response_action="errors", errors={messages.EDIT_BLOCK: exc.message})
             return
-        await ack()
-        self.ctx.spawn(self._submit_edit(submission, job, text), "edit")
+        await self.ctx.take(self.editing, body, ack)
 
-    async def _submit_edit(self, submission: ViewSubmission, job: Job, text: str) -> None:
-        ctx, user = self.ctx, submission.user.id
-        target = Target.of(job).follow_up(user)
+    async def _edited_job(self, submission: ViewSubmission) -> tuple[Job, str]:
+        text = clean_text(submission.view.text(messages.EDIT_BLOCK), None)
+        job_id = submission.view.private_metadata
+        prompt, _ = parse(text)
+        check_prompt(prompt, self.ctx.settings.max_prompt_chars)
+        job = await self.ctx.service.job(job_id) if job_id else None
+        if job is None or job.tenant != submission.team.id:
+            raise UserFacingError(messages.GONE, detail=f"edit of missing job {job_id!r}")
+        return job, text
+
+    @property
+    def editing(self) -> EditForm:
+        return EditForm(self)
+
+
+class EditForm:
+    """A submitted Edit form, taken in by core's Intake after the form is checked."""
+
+    kind = "edit"
+
+    def __init__(self, modals: Modals) -> None:
+        self.modals = modals
+        self.ctx = modals.ctx
+
+    async def accept(self, body: dict[str, Any]) -> str | None:
+        submission = ViewSubmission.model_validate(body)
+        return view_key(submission.team.id, submission.view.id)
+
+    async def run(self, body: dict[str, Any]) -> None:
+        submission = ViewSubmission.model_validate(body)
+        job, text = await self.modals._edited_job(submission)
+        target = Target.of(job).follow_up(submission.user.id)
         request = Request(
             platform=PLATFORM,
             tenant=job.tenant,
-            user_id=user,
+            user_id=submission.user.id,
             text=text,
-            idempotency_key=view_key(submission.team.id, submission.view.id),
+            idempotency_key=view_key(job.tenant, submission.view.id),
             kind="edit",
             continue_job=job.id,
             target=target.as_dict(),
         )
-        try:
-            await ctx.service.submit(request, announce=ctx.delivery.announce)
-        except UserFacingError as exc:
-            log.info("edit by %s refused: %s %s", user, exc.message, exc.detail)
-            await ctx.respond(
-                None,
-                messages.escape(exc.message),
-                channel=target.channel,
-                user=user,
-                thread_ts=target.thread_ts,
-            )
-        except Exception:
-            log.exception("the edit of job=%s failed", job.id)
-            await ctx.respond(
-                None,
-                messages.INTERNAL,
-                channel=target.channel,
-                user=user,
-                thread_ts=target.thread_ts,
-            )
+        await self.ctx.service.submit(request, announce=self.ctx.delivery.announce)
+
+    async def tell(self, body: dict[str, Any], message: str) -> None:
+        submission = ViewSubmission.model_validate(body)
+        job_id = submission.view.private_metadata
+        job = await self.ctx.service.job(job_id) if job_id else None
+        if job is None:
+            return
+        target = Target.of(job).follow_up(submission.user.id)
+        await self.ctx.respond(
+            None,
+            messages.escape(message),
+            channel=target.channel,
+            user=submission.user.id,
+            thread_ts=target.thread_ts,
+        )
 
 
 def _field_of(message: str, wanted: Options) -> str:

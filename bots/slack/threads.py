@@ -20,81 +20,70 @@ from bots.slack.events import (
 )
 from bots.slack.files import download_attachments
 from bots.slack.payloads import EventCallback, MessageEvent
-from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
 
 class Threads:
+    """Mentions and messages, taken in by core's Intake: `accept` decides whether one is
+    for the bot (and names it), `run` answers it after the ack, `tell` says what failed."""
+
+    kind = "message"
+
     def __init__(self, ctx: SlackContext) -> None:
         self.ctx = ctx
         self.recent = RecentKeys()
 
-    async def handle(self, body: dict[str, Any]) -> None:
-        """An app_mention or message event, after the ack."""
+    def _read(self, body: dict[str, Any]) -> tuple[str, MessageEvent, Route] | None:
         try:
             envelope = EventCallback.model_validate(body)
             event = MessageEvent.model_validate(envelope.event)
         except ValidationError:
-            log.debug("ignored an event without the fields of a message")
-            return
+            return None
         route = route_message(
             event, self.ctx.bot_user_id, thread_replies=self.ctx.settings.slack_thread_replies
         )
-        if route is None:
-            return
-        team = envelope.team_id
-        if not self.recent.claim(message_key(team, event.channel, event.ts)):
-            return  # the same message again: a retry, or app_mention and message both
-        if route.needs_bot_thread and not await self._bot_thread(team, route):
-            return
-        assert event.user is not None
-        key = message_key(team, event.channel, event.ts)
-        # acknowledged already, and Slack will not send it again: kept in the store until
-        # its job exists, so a crash during the downloads below cannot lose it
-        try:
-            if not await self.ctx.service.hold(PLATFORM, key, body):
-                return  # another process has it, or its job exists already
-        except Exception:
-            log.exception("could not keep the message %s:%s", event.channel, event.ts)
-            await self.ctx.reply(
-                route.channel, route.thread_ts, messages.addressed(event.user, messages.INTERNAL)
-            )
-            return
-        try:
-            await self._submit(team, event, route)
-        except UserFacingError as exc:
-            log.info(
-                "message %s:%s refused: %s %s", event.channel, event.ts, exc.message, exc.detail
-            )
-            await self.ctx.reply(
-                route.channel,
-                route.thread_ts,
-                messages.addressed(event.user, messages.escape(exc.message)),
-            )
-        except Exception:
-            log.exception("the message %s:%s failed", event.channel, event.ts)
-            await self.ctx.reply(
-                route.channel, route.thread_ts, messages.addressed(event.user, messages.INTERNAL)
-            )
-        # answered, or its job stored: nothing left to hold. Not in a `finally`: a shutdown
-        # that cancels this leaves the message held for the next process.
-        await self.ctx.service.release(key)
+        if route is None or event.user is None:
+            return None
+        return envelope.team_id, event, route
 
-    async def resume(self, body: dict[str, Any]) -> None:
-        """A message acknowledged by a process that died before storing its request."""
-        try:
-            event = MessageEvent.model_validate(EventCallback.model_validate(body).event)
-        except ValidationError:
+    async def accept(self, body: dict[str, Any]) -> str | None:
+        read = self._read(body)
+        if read is None:
+            log.debug("ignored an event that is not a message for the bot")
+            return None
+        team, event, route = read
+        key = message_key(team, event.channel, event.ts)
+        if not self.recent.claim(key):
+            return None  # the same message again: a retry, or app_mention and message both
+        if route.needs_bot_thread and not await self._bot_thread(team, route):
+            return None
+        return key
+
+    async def run(self, body: dict[str, Any]) -> None:
+        read = self._read(body)
+        assert read is not None, "accepted before"
+        await self._submit(*read)
+
+    async def tell(self, body: dict[str, Any], message: str) -> None:
+        read = self._read(body)
+        if read is None:
             return
-        route = route_message(
-            event, self.ctx.bot_user_id, thread_replies=self.ctx.settings.slack_thread_replies
+        _, event, route = read
+        assert event.user is not None
+        await self.ctx.reply(
+            route.channel, route.thread_ts, messages.addressed(event.user, messages.escape(message))
         )
-        if route is not None and event.user is not None:
+
+    async def resumed(self, body: dict[str, Any]) -> None:
+        """Told first when a message is taken over from a process that died."""
+        read = self._read(body)
+        if read is not None:
+            _, event, route = read
+            assert event.user is not None
             await self.ctx.reply(
                 route.channel, route.thread_ts, messages.addressed(event.user, messages.RESUMED)
             )
-        await self.handle(body)
 
     async def _bot_thread(self, team: str, route: Route) -> bool:
         assert route.reply_to is not None
