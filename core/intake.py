@@ -12,7 +12,9 @@ from core.service import Service
 
 log = logging.getLogger(__name__)
 
-Acknowledge = Callable[[], Awaitable[Any]]
+# may return False: the platform would not take it (the request expired, or another process
+# answered it), and the request is let go
+Acknowledge = Callable[[], Awaitable[bool | None]]
 Work = Callable[[], Awaitable[Any]]
 Tell = Callable[[str], Awaitable[Any]]
 
@@ -61,7 +63,10 @@ class Intake:
             await acknowledge()
             await _tell(tell, INTERNAL)
             return False
-        await acknowledge()
+        if await acknowledge() is False:
+            if fresh:
+                await self.service.release(key)
+            return False
         return fresh
 
     async def finish(self, key: str, work: Work, tell: Tell) -> None:

@@ -314,8 +314,21 @@ class Service:
         Raises UserFacingError, before anything is stored, for anything wrong with it.
         `announce(job, position)` runs once the job is stored and before it can run: the
         adapter shows the request (a "queued" message) and may return more delivery target
-        (that message's id) to store with the job. If it raises, the job ends failed.
+        (that message's id) to store with the job. If it raises, the job ends failed. A
+        re-roll names the job it repeats in `continue_job`.
         """
+        if request.kind == "reroll":
+            if request.continue_job is None:
+                raise ValueError("a re-roll names the job it repeats in continue_job")
+            return await self.reroll(
+                request.continue_job,
+                platform=request.platform,
+                tenant=request.tenant,
+                user_id=request.user_id,
+                idempotency_key=request.idempotency_key,
+                target=request.target,
+                announce=announce,
+            )
         existing = await self.store.job_by_key(request.idempotency_key)
         if existing is not None:
             return Submitted(existing, created=False, position=0)

@@ -24,6 +24,7 @@ from bots.discord.intake import Held
 from bots.discord.target import DEFAULT_UPLOAD_LIMIT, Target
 from core.config import Settings
 from core.errors import UserFacingError
+from core.intake import Intake
 from core.jobs import Job, Request
 from core.service import Service
 
@@ -85,6 +86,7 @@ class Conversations:
     ) -> None:
         self.settings = settings
         self.service = service
+        self.intake = Intake(service, PLATFORM)
         self.access = access
         self.http = http
         self.recent = recent
@@ -171,45 +173,39 @@ class Conversations:
             target=target.to_dict(),
         )
         held = Held.of("message", request, message.attachments, new_thread=new_thread)
-        # Discord sends a message once: one with files is kept in the store until its job
-        # exists, so a crash while they download cannot lose it
-        if held.files:
-            try:
-                if not await self.service.hold(PLATFORM, held.key, held.to_dict()):
-                    return  # another process has it, or its job exists already
-            except Exception:
-                log.exception("could not keep message %s", message.id)
-                await _answer(message, messages.failure(messages.INTERNAL))
-                return
-        await self._submit(message, held)
-        if held.files:
-            await self.service.release(held.key)
+        # Discord sends a message once, with nothing to acknowledge: it is kept in the store
+        # as it arrives, so a crash before its job is stored (say while files download)
+        # leaves it to the next process
+        await self.intake.take(
+            held.key,
+            held.to_dict(),
+            acknowledge=_nothing,
+            work=lambda: self._submit(message, held),
+            tell=lambda text: _answer(message, messages.failure(text)),
+        )
 
     async def resume(self, held: Held, client: discord.Client) -> None:
-        """A message taken in by a process that died while its files downloaded."""
+        """A message taken in by a process that died before its job was stored."""
         target = held.target
         assert target.reply_to is not None  # Held.from_dict makes sure of it
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
-        await self._submit(channel.get_partial_message(target.reply_to), held)
-        await self.service.release(held.key)
+        message = channel.get_partial_message(target.reply_to)
+        await self.intake.finish(
+            held.key,
+            lambda: self._submit(message, held),
+            lambda text: _answer(message, messages.failure(text)),
+        )
 
     async def _submit(self, message: Answerable, held: Held) -> None:
         request, target = held.request, held.target
-        try:
-            fetched = await files.fetch(self.http, held.files, self.settings)
+        fetched = await files.fetch(self.http, held.files, self.settings)
 
-            async def announce(job: Job, position: int) -> dict[str, Any]:
-                return await self._announce(
-                    message, target, request.text, position, new_thread=held.new_thread
-                )
+        async def announce(job: Job, position: int) -> dict[str, Any]:
+            return await self._announce(
+                message, target, request.text, position, new_thread=held.new_thread
+            )
 
-            await self.service.submit(held.with_files(fetched), announce=announce)
-        except UserFacingError as exc:
-            log.info("message %s refused: %s %s", message.id, exc.message, exc.detail)
-            await _answer(message, messages.failure(exc.message))
-        except Exception:
-            log.exception("message %s failed", message.id)
-            await _answer(message, messages.failure(messages.INTERNAL))
+        await self.service.submit(held.with_files(fetched), announce=announce)
 
     async def _announce(
         self,
@@ -243,6 +239,10 @@ class Conversations:
                 "I could not post in this channel.", detail=f"announce failed: {exc}"
             ) from exc
         return target.with_message(sent.id).to_dict()
+
+
+async def _nothing() -> None:
+    """A gateway message needs no acknowledgement."""
 
 
 async def _answer(message: Answerable, text: str) -> None:

@@ -2,14 +2,14 @@
 
 Discord shows "This interaction failed" unless it hears back within 3 seconds, so checks
 that need no I/O come first (and refuse with a private reply), then the interaction is
-deferred, and only then are files downloaded and the job stored. The deferred response is
+held in the store and deferred (core's Intake), and only then are files downloaded and the
+job stored. The deferred response is
 the job's message: queued, generating, then the result.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,8 @@ from bots.discord.intake import Held
 from bots.discord.target import TOKEN_LIFETIME_SECONDS, Target
 from core.config import Settings
 from core.errors import UserFacingError
-from core.jobs import Job, Request, Submitted
+from core.intake import Intake
+from core.jobs import Job, Request
 from core.options import Options
 from core.service import Announce, Service
 
@@ -58,6 +59,7 @@ class Interactions:
         self.access = access
         self.http = http
         self.recent = recent
+        self.intake = Intake(service, PLATFORM)
 
     # /imagine
 
@@ -80,93 +82,32 @@ class Interactions:
         except UserFacingError as exc:
             await _reply_privately(interaction, exc.message)
             return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-        request = self._request(interaction, target, text=typed.prompt, options=options)
-        # deferred, and Discord will not send it again: kept in the store until its job
-        # exists, so a crash while the files download cannot lose it
-        held = Held.of("interaction", request, attachments) if attachments else None
-        if held is not None:
-            try:
-                if not await self.service.hold(PLATFORM, held.key, held.to_dict()):
-                    return  # another process has it, or its job exists already
-            except Exception:
-                log.exception("could not keep interaction %s", interaction.id)
-                await _withdraw(interaction, messages.INTERNAL)
-                return
-
-        async def submit() -> Submitted:
-            fetched = await files.fetch(self.http, attachments, self.settings)
-            return await self.service.submit(
-                replace(request, attachments=fetched), announce=self._announce(target)
-            )
-
-        await self._submit(interaction, submit)
-        if held is not None:
-            await self.service.release(held.key)
+        await self._take(interaction, text=typed.prompt, options=options, attachments=attachments)
 
     async def resume(self, held: Held) -> None:
-        """An /imagine deferred by a process that died while its files downloaded."""
+        """An interaction acknowledged by a process that died before its job was stored."""
         target = held.target
-        try:
-            fetched = await files.fetch(self.http, held.files, self.settings)
-            await self.service.submit(held.with_files(fetched), announce=self._announce(target))
-        except UserFacingError as exc:
-            log.info("resumed interaction refused: %s %s", exc.message, exc.detail)
-            await self._show(target, messages.failure(exc.message))
-        except Exception:
-            log.exception("resumed interaction %s failed", held.key)
-            await self._show(target, messages.failure(messages.INTERNAL))
-        await self.service.release(held.key)
 
-    async def _show(self, target: Target, text: str) -> None:
-        try:
-            await self.delivery.show_text(target, text)
-        except Exception as exc:
-            log.warning("could not answer a resumed interaction: %r", exc)
+        async def tell(message: str) -> None:
+            await self.delivery.show_text(target, messages.failure(message))
+
+        await self.intake.finish(held.key, lambda: self._submit(held, target), tell)
 
     # buttons
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
-        if not await self._admit(interaction):
-            return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-
-        async def submit() -> Submitted:
-            return await self.service.reroll(
-                job_id,
-                platform=PLATFORM,
-                tenant=tenant_of(interaction.guild_id, interaction.user.id),
-                user_id=str(interaction.user.id),
-                idempotency_key=interaction_key(interaction.id),
-                target=target.to_dict(),
-                announce=self._announce(target),
-            )
-
-        await self._submit(interaction, submit)
+        if await self._admit(interaction):
+            await self._take(interaction, text="", kind="reroll", continue_job=job_id)
 
     async def upscale(self, interaction: discord.Interaction, job_id: str, size: str) -> None:
-        if not await self._admit(interaction):
-            return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-
-        async def submit() -> Submitted:
-            request = self._request(
+        if await self._admit(interaction):
+            await self._take(
                 interaction,
-                target,
                 text=forms.UPSCALE_TEXT,
                 kind="upscale",
                 continue_job=job_id,
                 options=Options(size=size),
             )
-            return await self.service.submit(request, announce=self._announce(target))
-
-        await self._submit(interaction, submit)
 
     async def edit(self, interaction: discord.Interaction, job_id: str) -> None:
         if not await self._admit(interaction):
@@ -195,17 +136,7 @@ class Interactions:
         except UserFacingError as exc:
             await _reply_privately(interaction, exc.message)
             return
-        target = await self._defer(interaction)
-        if target is None:
-            return
-
-        async def submit() -> Submitted:
-            request = self._request(
-                interaction, target, text=change, kind="edit", continue_job=job_id
-            )
-            return await self.service.submit(request, announce=self._announce(target))
-
-        await self._submit(interaction, submit)
+        await self._take(interaction, text=change, kind="edit", continue_job=job_id)
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         if not await self._admit(interaction):
@@ -313,36 +244,20 @@ class Interactions:
             return False
         return True
 
-    async def _defer(self, interaction: discord.Interaction) -> Target | None:
-        """Acknowledge with "thinking…"; None when another process answered it already."""
-        try:
-            answer = await interaction.response.defer(thinking=True)
-        except discord.HTTPException as exc:
-            _log_late(interaction, exc)
-            return None
-        return Target(
-            channel_id=interaction.channel_id or 0,
-            guild_id=interaction.guild_id,
-            requester_id=interaction.user.id,
-            upload_limit=interaction.filesize_limit,
-            message_id=answer.message_id if answer is not None else None,
-            app_id=interaction.application_id,
-            token=interaction.token,
-            token_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_SECONDS,
-        )
-
-    def _request(
+    async def _take(
         self,
         interaction: discord.Interaction,
-        target: Target,
         *,
         text: str,
         kind: Any = "generate",
         continue_job: str | None = None,
         options: Options | None = None,
-        attachments: tuple[Any, ...] = (),
-    ) -> Request:
-        return Request(
+        attachments: list[discord.Attachment] | None = None,
+    ) -> None:
+        """Core's Intake: held (with its files by URL) before the deferral answers Discord,
+        then the files fetched and the job submitted; a refusal replaces "thinking…"."""
+        target = _target(interaction)
+        request = Request(
             platform=PLATFORM,
             tenant=tenant_of(interaction.guild_id, interaction.user.id),
             user_id=str(interaction.user.id),
@@ -350,10 +265,36 @@ class Interactions:
             idempotency_key=interaction_key(interaction.id),
             kind=kind,
             continue_job=continue_job,
-            attachments=attachments,
             options=options,
             target=target.to_dict(),
         )
+        held = Held.of("interaction", request, attachments or [])
+
+        async def acknowledge() -> bool:
+            nonlocal target
+            deferred = await _defer(interaction, target)
+            if deferred is None:
+                return False
+            target = deferred
+            return True
+
+        async def tell(message: str) -> None:
+            await _withdraw(interaction, message)
+
+        await self.intake.take(
+            held.key,
+            held.to_dict(),
+            acknowledge=acknowledge,
+            work=lambda: self._submit(held, target),
+            tell=tell,
+        )
+
+    async def _submit(self, held: Held, target: Target) -> None:
+        fetched = await files.fetch(self.http, held.files, self.settings)
+        request = replace(held.with_files(fetched), target=target.to_dict())
+        submitted = await self.service.submit(request, announce=self._announce(target))
+        if not submitted.created:
+            log.info("%s was submitted before; job=%s", held.key, submitted.job.id)
 
     def _announce(self, target: Target) -> Announce:
         async def announce(job: Job, position: int) -> dict[str, Any] | None:
@@ -368,25 +309,6 @@ class Interactions:
 
         return announce
 
-    async def _submit(
-        self, interaction: discord.Interaction, submit: Callable[[], Awaitable[Submitted]]
-    ) -> None:
-        """Run a submission after deferring; a refusal replaces "thinking…" with a private note."""
-        try:
-            submitted = await submit()
-        except UserFacingError as exc:
-            log.info("interaction %s refused: %s %s", interaction.id, exc.message, exc.detail)
-            await _withdraw(interaction, exc.message)
-            return
-        except Exception:
-            log.exception("interaction %s failed", interaction.id)
-            await _withdraw(interaction, messages.INTERNAL)
-            return
-        if not submitted.created:
-            log.info(
-                "interaction %s was submitted before; job=%s", interaction.id, submitted.job.id
-            )
-
 
 async def _reply_privately(interaction: discord.Interaction, text: str) -> None:
     try:
@@ -400,6 +322,32 @@ async def _reply_privately(interaction: discord.Interaction, text: str) -> None:
             )
     except discord.HTTPException as exc:
         _log_late(interaction, exc)
+
+
+def _target(interaction: discord.Interaction) -> Target:
+    """Where the answer goes: the interaction's own response, through its webhook."""
+    return Target(
+        channel_id=interaction.channel_id or 0,
+        guild_id=interaction.guild_id,
+        requester_id=interaction.user.id,
+        upload_limit=interaction.filesize_limit,
+        app_id=interaction.application_id,
+        token=interaction.token,
+        token_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_SECONDS,
+    )
+
+
+async def _defer(interaction: discord.Interaction, target: Target) -> Target | None:
+    """Acknowledge with "thinking…"; None when Discord would not take it (another process
+    answered it, or it expired)."""
+    try:
+        answer = await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        _log_late(interaction, exc)
+        return None
+    if answer is not None and answer.message_id is not None:
+        return target.with_message(answer.message_id)
+    return target
 
 
 async def _defer_privately(interaction: discord.Interaction) -> bool:
