@@ -1,0 +1,142 @@
+"""A process SIGKILLed 0, 5, 20 and 50 ms after the platform heard "received", on every kind
+of request each platform sends: nothing acknowledged is lost, and nothing is paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.bots.test_discord_harness import USER, callbacks
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.gemini import FakeGemini
+from tests.faults.checks import held_requests, job_rows, settled
+from tests.faults.processes import AdapterProcesses, discord_settings, slack_event
+from tests.faults.test_crash_restart import FAST, SETTINGS, WAIT, slack_processes, stopping
+
+# how long after the acknowledgement each kill lands: the variable under test, not a wait
+KILL_AFTER = (0.0, 0.005, 0.02, 0.05)
+
+
+class Kills:
+    """Kills the process, counting the API calls it cut off (made, their result not stored)."""
+
+    def __init__(self, procs: AdapterProcesses, gemini: FakeGemini) -> None:
+        self.procs, self.gemini, self.cut_off = procs, gemini, 0
+
+    async def kill_and_restart(self) -> None:
+        await self.procs.kill()
+        stored = sum(int(r["api_calls"]) for r in job_rows(self.procs.db) if r["finished_at"])
+        self.cut_off += len(self.gemini.requests) - stored
+        await self.procs.start()
+
+
+def assert_every_request_answered_once(
+    rows: list[dict[str, Any]], gemini: FakeGemini, kills: Kills
+) -> None:
+    assert all(r["state"] == "succeeded" and r["delivered_at"] for r in rows), [
+        (r["prompt"], r["state"], r["delivered_at"]) for r in rows
+    ]
+    # counted before each call is sent, so the store agrees with what the API saw
+    assert sum(int(r["api_calls"]) for r in rows) == len(gemini.requests)
+    # a call is made again only when a kill cut it off before its answer was stored
+    assert len(gemini.requests) - len(rows) <= kills.cut_off
+
+
+async def test_slack_commands_mentions_and_clicks_survive_a_kill_just_after_the_ack(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = FAST
+    async with slack_processes(tmp_path, fake_gemini) as run:
+        kills = Kills(run.procs, fake_gemini)
+        await run.procs.start()
+        await run.command("the first lighthouse")
+        [first] = await settled(run.db, 1, timeout=WAIT)
+        target = json.loads(first["target"])
+        for n, delay in enumerate(KILL_AFTER):
+            click = run.slack.block_action_body(
+                "imagebot.reroll",
+                user_id="U1",
+                channel_id=target["channel"],
+                message_ts=target["ts"],
+                value=first["id"],
+            )
+            mention = run.slack.app_mention_event(f"a lighthouse by mention {n}", user="U1")
+            await asyncio.gather(
+                run.command(f"a lighthouse by command {n}"),
+                slack_event(run.procs, run.slack, mention),
+                _post_click(run, click),
+            )
+            await asyncio.sleep(delay)
+            await kills.kill_and_restart()
+        rows = await settled(run.db, 1 + 3 * len(KILL_AFTER), timeout=30)
+
+    assert_every_request_answered_once(rows, fake_gemini, kills)
+    assert held_requests(run.db) == 0
+    kinds = sorted(str(r["kind"]) for r in rows)
+    assert kinds.count("reroll") == len(KILL_AFTER)
+
+
+async def _post_click(run: object, body: tuple[bytes, str]) -> None:
+    from tests.faults.processes import _post
+
+    await _post(run.procs, run.slack, body, "the Re-roll click")  # type: ignore[attr-defined]
+
+
+async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_after_the_ack(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = FAST
+    async with FakeDiscord() as fake:
+        settings = {**SETTINGS, **discord_settings(fake)}
+        async with stopping(AdapterProcesses("discord", tmp_path, fake_gemini, settings)) as procs:
+            kills = Kills(procs, fake_gemini)
+            await procs.start()
+            first = fake.interaction_slash_command(
+                "imagine",
+                [{"name": "prompt", "type": 3, "value": "the first glacier"}],
+                user_id=USER,
+            )
+            await fake.dispatch("INTERACTION_CREATE", first)
+            [done] = await settled(procs.db, 1, timeout=WAIT)
+            [shown] = [
+                m
+                for m in fake.channel_messages()
+                if (m.interaction_metadata or {}).get("id") == first["id"]
+            ]
+            for n, delay in enumerate(KILL_AFTER):
+                await fake.wait_until_ready()
+                slash = fake.interaction_slash_command(
+                    "imagine",
+                    [{"name": "prompt", "type": 3, "value": f"a glacier by slash {n}"}],
+                    user_id=USER,
+                )
+                click = fake.interaction_component(
+                    f"imagebot:reroll:{done['id']}", shown, user_id=USER
+                )
+                said = fake.message_create(
+                    f"<@{fake.bot_user_id}> a glacier by mention {n}",
+                    author_id=USER,
+                    mentions=[fake.bot_user_id],
+                )
+                answered = len([c for c in callbacks(fake) if c.status in (200, 204)])
+                await fake.dispatch("MESSAGE_CREATE", said)
+                await fake.dispatch("INTERACTION_CREATE", slash)
+                await fake.dispatch("INTERACTION_CREATE", click)
+                # both deferrals answered: Discord will send neither again
+                await fake.wait_until(
+                    lambda a=answered: (
+                        len([c for c in callbacks(fake) if c.status in (200, 204)]) >= a + 2
+                    ),
+                    WAIT,
+                    lambda: "both deferrals",
+                )
+                await asyncio.sleep(delay)
+                await kills.kill_and_restart()
+            rows = await settled(procs.db, 1 + 3 * len(KILL_AFTER), timeout=30)
+
+    assert fake.errors == []
+    assert_every_request_answered_once(rows, fake_gemini, kills)
+    assert held_requests(procs.db) == 0
+    assert sorted(str(r["kind"]) for r in rows).count("reroll") == len(KILL_AFTER)
