@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import StoreError, UserFacingError
 from core.service import Service
+from core.wording import INTERNAL
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +18,6 @@ log = logging.getLogger(__name__)
 Acknowledge = Callable[[], Awaitable[bool | None]]
 Work = Callable[[], Awaitable[Any]]
 Tell = Callable[[str], Awaitable[Any]]
-
-INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
 
 
 class Intake:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from core import images, logs, metrics, quotas
+from core import images, logs, metrics, quotas, wording
 from core.catalog import Catalog, Model
 from core.config import Settings
 from core.conversations import StoredPart, Turn, build_history
@@ -333,7 +333,10 @@ class Service:
         if existing is not None:
             return Submitted(existing, created=False, position=0)
 
-        prompt, typed = parse(request.text)
+        text = request.text
+        if request.kind == "upscale" and not text.strip():
+            text = wording.UPSCALE_PROMPT
+        prompt, typed = parse(text)
         if request.options is not None:
             typed = request.options.over(typed)
         parent, thread_key, inherited = await self._place(request)
@@ -537,13 +540,21 @@ class Service:
 
     def _same_tenant(self, job: Job, platform: str, tenant: str) -> None:
         if job.platform != platform or job.tenant != tenant:
-            noun = self._tenant_nouns.get(platform, "workspace")
-            raise UserFacingError(f"That image belongs to another {noun}.")
+            raise UserFacingError(
+                wording.other_tenant(self._tenant_nouns.get(platform, "workspace"))
+            )
 
     async def _job_or_fail(self, job_id: str) -> Job:
-        job = await self.store.job(job_id)
+        job = await self.store.job(job_id) if job_id else None
         if job is None:
-            raise UserFacingError("I cannot find that image any more; start a new request.")
+            raise UserFacingError(wording.GONE, detail=f"no job {job_id!r}")
+        return job
+
+    async def job_for(self, platform: str, tenant: str, job_id: str) -> Job:
+        """The job a button or form names, checked against where the click came from;
+        raises UserFacingError when it is gone or belongs to another tenant."""
+        job = await self._job_or_fail(job_id)
+        self._same_tenant(job, platform, tenant)
         return job
 
     # running
@@ -833,6 +844,26 @@ class Service:
 
     async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
         return await self.store.user_defaults(platform, tenant, user_id)
+
+    async def change_user_defaults(
+        self, platform: str, tenant: str, user_id: str, changes: Options
+    ) -> Options:
+        """Save `changes` over a user's defaults; a new model keeps the saved ratio and size
+        only where it makes them."""
+        current = await self.store.user_defaults(platform, tenant, user_id)
+        kept = Options(aspect_ratio=current.aspect_ratio, size=current.size, model=current.model)
+        if changes.model is not None:
+            chosen = self.catalog.get(changes.model)
+            kept = Options(
+                aspect_ratio=kept.aspect_ratio
+                if kept.aspect_ratio in chosen.aspect_ratios
+                else None,
+                size=kept.size if kept.size in chosen.sizes else None,
+            )
+        wanted = Options(
+            model=changes.model, aspect_ratio=changes.aspect_ratio, size=changes.size
+        ).over(kept)
+        return await self.set_user_defaults(platform, tenant, user_id, wanted)
 
     async def set_user_defaults(
         self, platform: str, tenant: str, user_id: str, options: Options

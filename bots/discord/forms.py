@@ -9,7 +9,6 @@ from typing import Any
 from core.catalog import Catalog
 from core.options import Options, check_prompt, parse, resolve
 
-UPSCALE_TEXT = "Recreate this exact image at a higher resolution; change nothing else."
 CHANGE_FIELD = "change"
 
 

@@ -103,7 +103,7 @@ class Interactions:
         if await self._admit(interaction):
             await self._take(
                 interaction,
-                text=forms.UPSCALE_TEXT,
+                text="",  # core says what an upscale asks for
                 kind="upscale",
                 continue_job=job_id,
                 options=Options(size=size),
@@ -141,17 +141,17 @@ class Interactions:
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         if not await self._admit(interaction):
             return
+        tenant = tenant_of(interaction.guild_id, interaction.user.id)
         try:
-            job = await self.service.job(job_id)
-            if job is None:
-                await _reply_privately(interaction, messages.UNKNOWN_JOB)
-                return
+            job = await self.service.job_for(PLATFORM, tenant, job_id)
             if job.user_id != str(interaction.user.id):
                 await _reply_privately(interaction, messages.ONLY_REQUESTER)
                 return
             await interaction.response.defer()
             await interaction.delete_original_response()
             log.info("result deleted by its requester", extra={"job_id": job.id})
+        except UserFacingError as exc:
+            await _reply_privately(interaction, exc.message)
         except discord.HTTPException as exc:
             _log_late(interaction, exc)
         except Exception:
@@ -176,15 +176,15 @@ class Interactions:
         tenant = tenant_of(interaction.guild_id, interaction.user.id)
         user = str(interaction.user.id)
         try:
-            current = await self.service.user_defaults(PLATFORM, tenant, user)
             if reset:
                 saved = await self.service.set_user_defaults(PLATFORM, tenant, user, Options())
                 text = messages.settings_text(saved, self.catalog, saved=True)
             elif model or aspect_ratio or size:
-                wanted = self._defaults_after(current, model, aspect_ratio, size)
-                saved = await self.service.set_user_defaults(PLATFORM, tenant, user, wanted)
+                changes = Options(model=model, aspect_ratio=aspect_ratio, size=size)
+                saved = await self.service.change_user_defaults(PLATFORM, tenant, user, changes)
                 text = messages.settings_text(saved, self.catalog, saved=True)
             else:
+                current = await self.service.user_defaults(PLATFORM, tenant, user)
                 text = messages.settings_text(current, self.catalog, saved=False)
         except UserFacingError as exc:
             text = messages.failure(exc.message)
@@ -192,21 +192,6 @@ class Interactions:
             log.exception("settings for user %s failed", user)
             text = messages.failure(messages.INTERNAL)
         await _edit_original(interaction, text)
-
-    def _defaults_after(
-        self, current: Options, model: str | None, aspect_ratio: str | None, size: str | None
-    ) -> Options:
-        """New defaults: what was given, over the saved ones the (new) model still makes."""
-        kept = Options(model=current.model, aspect_ratio=current.aspect_ratio, size=current.size)
-        if model is not None:
-            chosen = self.catalog.get(model)
-            kept = Options(
-                aspect_ratio=kept.aspect_ratio
-                if kept.aspect_ratio in chosen.aspect_ratios
-                else None,
-                size=kept.size if kept.size in chosen.sizes else None,
-            )
-        return Options(model=model, aspect_ratio=aspect_ratio, size=size).over(kept)
 
     async def show_usage(self, interaction: discord.Interaction) -> None:
         if not await self._admit(interaction):

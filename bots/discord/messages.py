@@ -7,7 +7,7 @@ from datetime import datetime
 
 import discord
 
-from core import intake
+from core import wording
 from core.catalog import Catalog
 from core.images import extension_for, format_megabytes, printable_name
 from core.jobs import Job, Outcome, UsageReport
@@ -18,8 +18,7 @@ DESCRIPTION_MAX = 4000
 FIELD_MAX = 1024
 FOOTER_MAX = 2000
 CONTENT_MAX = 2000
-INTERNAL = intake.INTERNAL
-UNKNOWN_JOB = "I cannot find that image any more; start a new request with /imagine."
+INTERNAL = wording.INTERNAL
 ONLY_REQUESTER = "Only the person who asked for this image can delete it."
 EXPIRED = "Your image is ready, but the original message could not be updated, so here it is."
 

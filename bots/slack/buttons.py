@@ -16,7 +16,6 @@ from bots.slack.context import SlackContext
 from bots.slack.events import PLATFORM, click_key
 from bots.slack.payloads import Action, BlockActions
 from bots.slack.target import Target
-from core.errors import UserFacingError
 from core.jobs import Job, Request
 from core.options import Options
 
@@ -53,12 +52,7 @@ class Buttons:
         await self._tell(BlockActions.model_validate(body), messages.escape(message))
 
     async def _job(self, job_id: str, team: str) -> Job:
-        job = await self.ctx.service.job(job_id) if job_id else None
-        if job is None or job.platform != PLATFORM:
-            raise UserFacingError(messages.GONE, detail=f"no job {job_id!r}")
-        if job.tenant != team:
-            raise UserFacingError(messages.OTHER_WORKSPACE)
-        return job
+        return await self.ctx.service.job_for(PLATFORM, team, job_id)
 
     async def _run(self, click: BlockActions, action: Action, job: Job) -> None:
         ctx, user = self.ctx, click.user.id
@@ -83,7 +77,7 @@ class Buttons:
                 platform=PLATFORM,
                 tenant=job.tenant,
                 user_id=user,
-                text=messages.UPSCALE_PROMPT,
+                text="",  # core says what an upscale asks for
                 idempotency_key=key,
                 kind="upscale",
                 continue_job=job.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from core import intake
+from core import wording
 from core.catalog import SIZES, Catalog
 from core.jobs import Job, UsageReport
 from core.options import Options, ResolvedOptions
@@ -14,7 +14,6 @@ Block = dict[str, Any]
 PROMPT_SHOWN_CHARS = 2500  # a section holds 3000 characters
 FALLBACK_PROMPT_CHARS = 200
 OPTION_TEXT_CHARS = 75  # Slack's limit for a select option's text
-UPSCALE_PROMPT = "Recreate this exact image at a higher resolution; change nothing else."
 
 SETTINGS_CALLBACK = "imagebot.settings"
 EDIT_CALLBACK = "imagebot.edit"
@@ -197,11 +196,9 @@ def only_owner_deletes(owner_id: str) -> str:
     return f"Only <@{owner_id}> can delete this image."
 
 
-GONE = "I cannot find that image any more; start a new request."
-OTHER_WORKSPACE = "That image belongs to another workspace."
-RESUMED = "I was restarted while reading your message; working on it again now."
+RESUMED = wording.RESUMED
 POST_FAILED = "I could not post in this conversation just now; please try again in a moment."
-INTERNAL = intake.INTERNAL
+INTERNAL = wording.INTERNAL
 
 
 def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:

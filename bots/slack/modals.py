@@ -77,9 +77,7 @@ class Modals:
         job_id = submission.view.private_metadata
         prompt, _ = parse(text)
         check_prompt(prompt, self.ctx.settings.max_prompt_chars)
-        job = await self.ctx.service.job(job_id) if job_id else None
-        if job is None or job.tenant != submission.team.id:
-            raise UserFacingError(messages.GONE, detail=f"edit of missing job {job_id!r}")
+        job = await self.ctx.service.job_for(PLATFORM, submission.team.id, job_id)
         return job, text
 
     @property

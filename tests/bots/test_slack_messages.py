@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from bots.slack import messages
+from core import wording
 from core.catalog import load_catalog
 from core.jobs import Job, UsageReport, UsageSummary
 from core.options import Options
@@ -118,7 +119,7 @@ def test_a_failure_shows_the_reason_and_what_the_model_said_without_buttons() ->
 
 
 def test_upscale_and_reroll_say_what_was_asked() -> None:
-    upscale = messages.queued(_job(kind="upscale", prompt=messages.UPSCALE_PROMPT), CATALOG, 1)
+    upscale = messages.queued(_job(kind="upscale", prompt=wording.UPSCALE_PROMPT), CATALOG, 1)
     assert upscale["blocks"][0]["text"]["text"] == "<@U1> asked for a 2K version of the image."
     reroll = messages.queued(_job(kind="reroll", user_id="U2"), CATALOG, 1)
     assert reroll["blocks"][0]["text"]["text"].startswith("<@U2> asked for another take on:")

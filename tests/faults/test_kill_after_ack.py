@@ -38,8 +38,10 @@ def assert_every_request_answered_once(
     assert all(r["state"] == "succeeded" and r["delivered_at"] for r in rows), [
         (r["prompt"], r["state"], r["delivered_at"]) for r in rows
     ]
-    # counted before each call is sent, so the store agrees with what the API saw
-    assert sum(int(r["api_calls"]) for r in rows) == len(gemini.requests)
+    # counted before each call is sent: never fewer than the API saw, and one more only
+    # where a kill fell between the count and the request leaving
+    counted = sum(int(r["api_calls"]) for r in rows)
+    assert 0 <= counted - len(gemini.requests) <= len(KILL_AFTER)
     # a call is made again only when a kill cut it off before its answer was stored
     assert len(gemini.requests) - len(rows) <= kills.cut_off
 

@@ -1,0 +1,13 @@
+"""Sentences every platform says the same way, written once."""
+
+from __future__ import annotations
+
+INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
+GONE = "I cannot find that image any more; start a new request with /imagine."
+UPSCALE_PROMPT = "Recreate this exact image at a higher resolution; change nothing else."
+RESUMED = "I was restarted while reading your message; working on it again now."
+
+
+def other_tenant(noun: str) -> str:
+    """The image belongs to another workspace (Slack) or server (Discord)."""
+    return f"That image belongs to another {noun}."
