@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,14 +48,17 @@ def catalog_from(settings: Settings) -> Catalog:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings, **service_options: Any) -> AsyncIterator[Service]:
+async def open_service(
+    settings: Settings, *, clock: Callable[[], float] = time.time, **service_options: Any
+) -> AsyncIterator[Service]:
     """A Service over the configured store and API; register adapters, then start() it.
 
-    `service_options` go to Service (its owner name, its delivery backoff)."""
+    `clock` is the store's time (tests pass one they move); `service_options` go to
+    Service (its owner name, its delivery backoff)."""
     settings.require("GEMINI_API_KEY")
     assert settings.gemini_api_key is not None
     catalog = catalog_from(settings)
-    store = await Store.open(settings.sqlite_path)
+    store = await Store.open(settings.sqlite_path, clock)
     provider = settings.provider
     gemini = GeminiClient(
         settings.gemini_base_url,

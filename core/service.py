@@ -199,25 +199,30 @@ class Service:
         while True:
             await asyncio.sleep(interval)
             try:
-                # also the heartbeat that shows whether the database takes writes again
-                await self.store.renew_leases(
-                    self.owner, self.settings.lease_seconds, list(self._active)
-                )
-                await self._resume_after_store_fault()
-                if not self._draining:
-                    await self._take_over_expired()
-                if not self._draining and time.monotonic() >= self._retention_due:
-                    self._retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
-                    await self.apply_retention()
+                await self.upkeep()
             except StoreError:
                 pass  # logged by the store when the fault began; tried again next round
             except Exception:
                 log.exception("lease upkeep failed")
 
+    async def upkeep(self) -> None:
+        """One round of what runs every third of a lease: renew this process's leases (also
+        the heartbeat that shows whether the database takes writes again), carry on with
+        what a store fault held up, take over what dead processes left, and, hourly, apply
+        retention."""
+        await self.store.renew_leases(self.owner, self.settings.lease_seconds, list(self._active))
+        await self._resume_after_store_fault()
+        if self._draining:
+            return
+        await self._take_over_expired()
+        if time.monotonic() >= self._retention_due:
+            self._retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
+            await self.apply_retention()
+
     async def apply_retention(self, now: float | None = None) -> int:
         """Clear conversations and images older than the settings keep them; returns the
         rows removed. Runs hourly in upkeep."""
-        now = time.time() if now is None else now
+        now = self.store.now() if now is None else now
         conversations, images = (
             self.settings.keep_conversations_days,
             self.settings.keep_images_days,

@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,16 +241,23 @@ def _job(row: aiosqlite.Row) -> Job:
 class Store:
     """One SQLite connection; a lock keeps each transaction whole between coroutines."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = db
         self.path = path
+        # the time leases, retention and records are measured by; tests pass their own
+        self._clock = clock
         self._lock = asyncio.Lock()
         # why the last write failed, and since when; None while writes work
         self.write_error: str | None = None
         self.write_error_since: float | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
+    async def open(cls, path: Path | str, clock: Callable[[], float] = time.time) -> Store:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
@@ -264,7 +271,7 @@ class Store:
         if (await (await db.execute("PRAGMA auto_vacuum")).fetchone())[0] != 2:
             await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             await db.execute("VACUUM")
-        store = cls(db, None if str(path) == ":memory:" else Path(path))
+        store = cls(db, None if str(path) == ":memory:" else Path(path), clock)
         await store._migrate()
         metrics.DATABASE_BYTES.set_function(store.size_bytes)
         return store
@@ -303,10 +310,13 @@ class Store:
                 raise StoreError(f"{type(exc).__name__}: {exc}") from exc
             self.write_error = self.write_error_since = None
 
+    def now(self) -> float:
+        return self._clock()
+
     def _refused(self, exc: Exception) -> None:
         metrics.STORE_ERRORS.inc()
         if self.write_error is None:
-            self.write_error_since = time.time()
+            self.write_error_since = self._clock()
             log.error("the database refused a write: %s", exc)
         self.write_error = str(exc)
 
@@ -330,7 +340,7 @@ class Store:
 
     async def _put_image(self, db: aiosqlite.Connection, image: NewImage) -> str:
         sha = image.sha256
-        now = time.time()
+        now = self._clock()
         await db.execute(
             "INSERT INTO images (sha256, mime_type, width, height, byte_size, data, "
             "created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -403,7 +413,7 @@ class Store:
                     ):
                         removed += (await db.execute(sql, (cid,))).rowcount
                     await db.execute(
-                        "UPDATE conversations SET cleared_at = ? WHERE id = ?", (time.time(), cid)
+                        "UPDATE conversations SET cleared_at = ? WHERE id = ?", (self._clock(), cid)
                     )
             if images_before is not None:
                 cursor = await db.execute(
@@ -514,7 +524,7 @@ class Store:
         Returns the existing job and False when the idempotency key was seen before.
         Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
         """
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             existing = await (
                 await db.execute(
@@ -623,7 +633,7 @@ class Store:
 
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Job | None:
         """Move a queued job of `owner` to running; None if it is not ours or not queued."""
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             cursor = await db.execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, "
@@ -650,7 +660,7 @@ class Store:
 
     async def finish(self, job_id: str, owner: str, result: JobResult) -> Job | None:
         """Store the model turn, its images and the job's final state in one transaction."""
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             row = await (
                 await db.execute(
@@ -710,7 +720,7 @@ class Store:
         abandon: bool = False,
     ) -> None:
         """A delivery attempt: links the messages that show the result when it worked."""
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             if error is None:
                 await db.execute(
@@ -768,7 +778,7 @@ class Store:
         self, platform: str, key: str, payload: dict[str, Any], owner: str, lease_seconds: float
     ) -> bool:
         """Keep a request until its job exists; False when it is held or a job has the key."""
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             job = await (
                 await db.execute("SELECT 1 FROM jobs WHERE idempotency_key = ?", (key,))
@@ -793,7 +803,7 @@ class Store:
         """Held requests of `platforms` whose owner died before storing them: now ours."""
         if not platforms:
             return []
-        now = time.time()
+        now = self._clock()
         marks = ",".join("?" * len(platforms))
         async with self._tx() as db:
             rows = await (
@@ -813,7 +823,7 @@ class Store:
     async def renew_leases(self, owner: str, lease_seconds: float, job_ids: Iterable[str]) -> None:
         """Keep our held requests, and those of our jobs this process is still advancing
         (`job_ids`): a job it lost track of is left to lapse, so it is taken over."""
-        expires = time.time() + lease_seconds
+        expires = self._clock() + lease_seconds
         async with self._tx() as db:
             await db.execute(
                 "UPDATE intake SET lease_expires_at = ? WHERE owner = ?", (expires, owner)
@@ -824,7 +834,7 @@ class Store:
             )
             await db.execute(
                 "INSERT OR REPLACE INTO heartbeats (owner, seen_at) VALUES (?, ?)",
-                (owner, time.time()),
+                (owner, self._clock()),
             )
 
     async def requeue(self, job_id: str, owner: str) -> Job | None:
@@ -849,7 +859,7 @@ class Store:
         """
         if not platforms:
             return []
-        now = time.time()
+        now = self._clock()
         marks = ",".join("?" * len(platforms))
         async with self._tx() as db:
             rows = await (
@@ -883,7 +893,7 @@ class Store:
 
         `requester_gone` also closes its delivery (a terminal session that has ended).
         """
-        now = time.time()
+        now = self._clock()
         async with self._tx() as db:
             await db.execute(
                 "UPDATE jobs SET state = CASE WHEN state IN ('queued', 'running') THEN 'failed' "

@@ -151,11 +151,16 @@ def bot_settings(tmp_path: Path, gemini: FakeGemini, fake: FakeDiscord, **values
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    tmp_path: Path, gemini: FakeGemini, fake: FakeDiscord, **values: Any
+    tmp_path: Path,
+    gemini: FakeGemini,
+    fake: FakeDiscord,
+    *,
+    delivery_backoff_seconds: float = 1.0,
+    **values: Any,
 ) -> AsyncIterator[Bot]:
     """The bot as the runner starts it: service, adapter, start(), serve() until cancelled."""
     settings = bot_settings(tmp_path, gemini, fake, **values)
-    async with open_service(settings) as service:
+    async with open_service(settings, delivery_backoff_seconds=delivery_backoff_seconds) as service:
         app = create_app(settings, service, guild_ready_timeout=0.05)
         await service.start()
         serving = asyncio.create_task(app.serve())

@@ -136,6 +136,7 @@ async def running(
     *,
     fake: FakeSlack | None = None,
     socket_mode: bool = False,
+    delivery_backoff_seconds: float = 1.0,
     **env: Any,
 ) -> AsyncIterator[Running]:
     """A started service and Slack app (HTTP mode unless `socket_mode`), stopped on exit."""
@@ -152,7 +153,9 @@ async def running(
             values["SLACK_APP_TOKEN"] = slack.app_token
         # PORT=0 (any free port) is what a test needs; the setting itself starts at 1
         settings = make_settings(tmp_path, gemini, **values).model_copy(update={"port": 0})
-        async with open_service(settings) as service:
+        async with open_service(
+            settings, delivery_backoff_seconds=delivery_backoff_seconds
+        ) as service:
             app = create_app(settings, service, host="127.0.0.1")
             await service.start()
             serving = asyncio.create_task(app.serve())

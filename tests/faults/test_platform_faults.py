@@ -73,8 +73,9 @@ async def test_slack_429_and_5xx_on_each_delivery_step_still_show_the_image_exac
     rng.shuffle(steps)
     print("delivery faults:", steps)
     fake_gemini.latency = 0.3
-    async with running(tmp_path, fake_gemini, **ENV) as slack:
-        slack.service._delivery_backoff = FAST_RETRIES
+    async with running(
+        tmp_path, fake_gemini, delivery_backoff_seconds=FAST_RETRIES, **ENV
+    ) as slack:
         for n, (method, code, times) in enumerate(steps):
             failed_before = len([c for c in slack.fake.calls_to(method) if c.status == code])
             status, _ = await _slack_job(slack, f"delivery {n} {method} {code}")
@@ -98,8 +99,9 @@ async def test_slack_failing_for_good_abandons_the_delivery_logs_it_and_never_up
 ) -> None:
     fake_gemini.latency = 0.3
     caplog.set_level(logging.WARNING, logger="core.service")
-    async with running(tmp_path, fake_gemini, **ENV) as slack:
-        slack.service._delivery_backoff = FAST_RETRIES
+    async with running(
+        tmp_path, fake_gemini, delivery_backoff_seconds=FAST_RETRIES, **ENV
+    ) as slack:
         # the image is uploaded, but the status message can never be ended
         edited, edit_row = await _slack_job(slack, "the final edit keeps failing")
         slack.fake.fail_next("chat.update", status=500, times=DELIVERY_ATTEMPTS)
@@ -175,8 +177,12 @@ async def test_discord_429_and_5xx_on_the_result_edit_and_post_still_show_the_im
     rng.shuffle(slash_faults)
     rng.shuffle(mention_faults)
     print("result edit faults:", slash_faults, mention_faults)
-    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake, **ENV) as bot:
-        bot.service._delivery_backoff = FAST_RETRIES
+    async with (
+        discord_server() as fake,
+        running_bot(
+            tmp_path, fake_gemini, fake, delivery_backoff_seconds=FAST_RETRIES, **ENV
+        ) as bot,
+    ):
         for code, times in slash_faults:
             # an interaction's response is edited through its webhook
             payload, path = await _slash_job(bot, f"slash result edit answering {code}")
@@ -224,8 +230,12 @@ async def test_discord_failing_for_good_abandons_the_delivery_logs_it_and_never_
 ) -> None:
     fake_gemini.latency = 0.3
     caplog.set_level(logging.WARNING, logger="core.service")
-    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake, **ENV) as bot:
-        bot.service._delivery_backoff = FAST_RETRIES
+    async with (
+        discord_server() as fake,
+        running_bot(
+            tmp_path, fake_gemini, fake, delivery_backoff_seconds=FAST_RETRIES, **ENV
+        ) as bot,
+    ):
         said, reply, path = await _mention_job(bot, "the result edit keeps failing")
         fake.fail_next("PATCH", path, status=503, times=DELIVERY_ATTEMPTS)
         [row] = await settled(bot.settings.sqlite_path, 1)
