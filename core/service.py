@@ -323,17 +323,7 @@ class Service:
         re-roll names the job it repeats in `continue_job`.
         """
         if request.kind == "reroll":
-            if request.continue_job is None:
-                raise ValueError("a re-roll names the job it repeats in continue_job")
-            return await self.reroll(
-                request.continue_job,
-                platform=request.platform,
-                tenant=request.tenant,
-                user_id=request.user_id,
-                idempotency_key=request.idempotency_key,
-                target=request.target,
-                announce=announce,
-            )
+            return await self._reroll(request, announce)
         existing = await self.store.job_by_key(request.idempotency_key)
         if existing is not None:
             return Submitted(existing, created=False, position=0)
@@ -372,35 +362,17 @@ class Service:
             request, prompt, resolved, thread_key, parent, parts, new_images, announce
         )
 
-    async def reroll(
-        self,
-        job_id: str,
-        *,
-        platform: str,
-        tenant: str,
-        user_id: str,
-        idempotency_key: str,
-        target: dict[str, Any],
-        announce: Announce | None = None,
-    ) -> Submitted:
-        """The same request again: a new image made beside the first (a sibling turn).
-
-        `platform` and `tenant` are where the click came from: never another tenant's job.
-        """
-        original = await self._job_or_fail(job_id)
-        self._same_tenant(original, platform, tenant)
-        existing = await self.store.job_by_key(idempotency_key)
+    async def _reroll(self, request: Request, announce: Announce | None) -> Submitted:
+        """The job `continue_job` names, again: a new image made beside the first (a sibling
+        turn). The request's platform and tenant are where the click came from: never
+        another tenant's job."""
+        if request.continue_job is None:
+            raise ValueError("a re-roll names the job it repeats in continue_job")
+        original = await self.job_for(request.platform, request.tenant, request.continue_job)
+        existing = await self.store.job_by_key(request.idempotency_key)
         if existing is not None:
             return Submitted(existing, created=False, position=0)
-        request = Request(
-            platform=original.platform,
-            tenant=original.tenant,
-            user_id=user_id,
-            text=original.prompt,
-            idempotency_key=idempotency_key,
-            kind="reroll",
-            target=dict(target),
-        )
+        request = replace(request, text=original.prompt, continue_job=None)
         resolved = resolve(Options(), self.catalog, original.options)
         await self._check_limits(request, resolved)
         thread_key = await self.store.thread_key(original.conversation_id)

@@ -62,15 +62,17 @@ class Buttons:
             # first: the trigger id is good for three seconds only
             await ctx.client.views_open(trigger_id=click.trigger_id, view=messages.edit_view(job))
         elif action.action_id == messages.REROLL:
-            await ctx.service.reroll(
-                job.id,
+            request = Request(
                 platform=PLATFORM,
                 tenant=click.team.id,
                 user_id=user,
+                text="",
                 idempotency_key=key,
+                kind="reroll",
+                continue_job=job.id,
                 target=target,
-                announce=ctx.delivery.announce,
             )
+            await ctx.service.submit(request, announce=ctx.delivery.announce)
         elif action.action_id.startswith(messages.UPSCALE):
             size = action.action_id.removeprefix(messages.UPSCALE)
             request = Request(

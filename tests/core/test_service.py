@@ -276,9 +276,7 @@ async def test_reroll_makes_a_sibling_and_upscale_sizes_follow_the_model(
         job = await service.job(first.job.id)
         assert job is not None
         assert await service.upscale_sizes(job) == ["2K", "4K"]
-        again = await service.reroll(
-            job.id, platform="test", tenant="T1", user_id="U1", idempotency_key="r1", target={}
-        )
+        again = await service.submit(request("", "r1", kind="reroll", continue_job=job.id))
         await adapter.wait_for(again.job.id)
         up = await service.submit(
             request(
