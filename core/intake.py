@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ class Intake:
     def __init__(self, service: Service, platform: str) -> None:
         self.service = service
         self.platform = platform
+        self._working: set[asyncio.Task[Any]] = set()
 
     async def take(
         self,
@@ -62,7 +64,13 @@ class Intake:
             await acknowledge()
             await _tell(tell, INTERNAL)
             return False
-        if await acknowledge() is False:
+        try:
+            acknowledged = await acknowledge()
+        except BaseException:
+            if fresh:  # nobody was told it arrived: nothing to finish
+                await self.service.release(key)
+            raise
+        if acknowledged is False:
             if fresh:
                 await self.service.release(key)
             return False
@@ -71,17 +79,31 @@ class Intake:
     async def finish(self, key: str, work: Work, tell: Tell) -> None:
         """The work, one sentence if it failed, then let go of the request. Also what a
         process runs for a request it took over from a dead one."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._working.add(task)
         try:
-            await work()
-        except UserFacingError as exc:
-            log.info("request %s refused: %s %s", key, exc.message, exc.detail)
-            await _tell(tell, exc.message)
-        except Exception:
-            log.exception("request %s failed", key)
-            await _tell(tell, INTERNAL)
-        # not in a `finally`: a shutdown that cancels the work leaves the request held, and
-        # the next process finishes it
-        await self.service.release(key)
+            try:
+                await work()
+            except UserFacingError as exc:
+                log.info("request %s refused: %s %s", key, exc.message, exc.detail)
+                await _tell(tell, exc.message)
+            except Exception:
+                log.exception("request %s failed", key)
+                await _tell(tell, INTERNAL)
+            # not in a `finally`: a shutdown that cancels the work leaves the request held,
+            # and the next process finishes it
+            await self.service.release(key)
+        finally:
+            self._working.discard(task)
+
+    async def stop(self) -> None:
+        """A shutdown: cancel the work under way, before the adapter closes the clients it
+        uses, so it stays held for the next process rather than failing here."""
+        working = list(self._working)
+        for task in working:
+            task.cancel()
+        await asyncio.gather(*working, return_exceptions=True)
 
 
 async def _tell(tell: Tell, message: str) -> None:

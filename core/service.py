@@ -42,6 +42,7 @@ Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 MAX_PAID_RUNS = 3
 MAX_CLAIMS = 10
 RETENTION_EVERY_SECONDS = 3600.0
+MIN_DELIVERY_GRACE_SECONDS = 5.0
 DAY = 86400.0
 DELIVERY_ATTEMPTS = 5
 TEXT_ONLY = (
@@ -89,11 +90,17 @@ class Service:
         # jobs this process is advancing (queued here, running, or being delivered): the
         # only ones whose leases it renews
         self._active: set[str] = set()
+        self._running: set[str] = set()  # claimed by a worker here, result not yet stored
+        self._delivering: set[str] = set()
+        # held requests whose work this process is doing: the only holds it renews
+        self._holding: set[str] = set()
         # work the store refused, done again once it takes writes: runs to queue again,
         # results to store, deliveries to record
         self._requeue_later: set[str] = set()
         self._unsaved: dict[str, tuple[Job, JobResult]] = {}
         self._unrecorded: dict[str, tuple[Job, list[str]]] = {}
+        self._unreleased: set[str] = set()  # held requests answered, to let go of
+        self._unfailed: dict[str, tuple[str, str]] = {}  # stored jobs to end failed
         self._upkeep: asyncio.Task[None] | None = None
         self._retention_due = 0.0  # time.monotonic() of the next retention pass
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -134,17 +141,28 @@ class Service:
         ]
         self._upkeep = asyncio.create_task(self._maintain(), name="imagebot-leases")
 
-    async def stop(self, delivery_grace_seconds: float = 10.0) -> None:
-        """Stop taking work. Generations under way get `shutdown_grace_seconds` to finish
-        and are delivered (one cut off now would be paid for again by the next process), and
-        deliveries under way get `delivery_grace_seconds` (a cut-off one would be shown
-        twice); every job still open is handed back for the next process."""
+    async def stop(self) -> None:
+        """Stop taking work, and hand what is only queued to the next process at once.
+        Generations under way, and then their deliveries, get `shutdown_grace_seconds` in
+        all (one cut off would be paid for again, a cut-off delivery shown twice); what is
+        still open after that is handed back too."""
         if self._abandoned:
             return
         self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_seconds
         for task in self._workers:
             if task not in self._busy:
                 task.cancel()
+        queued = (
+            self._active
+            - self._running
+            - self._delivering
+            - {*self._unsaved, *self._unrecorded, *self._unfailed}
+        )
+        with contextlib.suppress(StoreError):
+            await self.store.release(self.owner, queued)
+            self._active -= queued
         busy = list(self._busy)
         if busy and self.settings.shutdown_grace_seconds > 0:
             log.info(
@@ -158,7 +176,9 @@ class Service:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
         if self._deliveries:
-            await asyncio.wait(list(self._deliveries), timeout=delivery_grace_seconds)
+            # a delivery gets what is left of the grace, and at least a few seconds
+            left = max(deadline - loop.time(), MIN_DELIVERY_GRACE_SECONDS)
+            await asyncio.wait(list(self._deliveries), timeout=left)
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
@@ -167,7 +187,11 @@ class Service:
             self._upkeep.cancel()
             await asyncio.gather(self._upkeep, return_exceptions=True)
             self._upkeep = None
-        await self.store.release(self.owner)
+        try:
+            await self._resume_after_store_fault()  # a last chance for what a fault held up
+            await self.store.release(self.owner)
+        except StoreError as exc:
+            log.error("stopping without handing work back (the database refuses writes): %s", exc)
 
     async def abandon(self) -> None:
         """Stop at once and hand nothing back: what a process killed with SIGKILL leaves
@@ -210,7 +234,9 @@ class Service:
         the heartbeat that shows whether the database takes writes again), carry on with
         what a store fault held up, take over what dead processes left, and, hourly, apply
         retention."""
-        await self.store.renew_leases(self.owner, self.settings.lease_seconds, list(self._active))
+        await self.store.renew_leases(
+            self.owner, self.settings.lease_seconds, list(self._active), list(self._holding)
+        )
         await self._resume_after_store_fault()
         if self._draining:
             return
@@ -241,12 +267,22 @@ class Service:
             await self.store.record_delivery(job, keys)
             del self._unrecorded[job_id]
             self._active.discard(job_id)
+        for key in list(self._unreleased):
+            await self.store.release_hold(key)
+            self._unreleased.discard(key)
+            self._holding.discard(key)
+        for job_id, (message, detail) in list(self._unfailed.items()):
+            await self.store.fail_open_job(job_id, message, detail, requester_gone=True)
+            del self._unfailed[job_id]
+            self._active.discard(job_id)
         for job_id, (job, result) in list(self._unsaved.items()):
             finished = await self.store.finish(job.id, self.owner, result)
             del self._unsaved[job_id]
             log.info("stored a result kept while the database failed", extra={"job_id": job_id})
             if finished is not None:
                 self._deliver_later(finished)
+            else:
+                self._active.discard(job_id)
         for job_id in list(self._requeue_later):
             await self.store.requeue(job_id, self.owner)
             self._requeue_later.discard(job_id)
@@ -264,9 +300,12 @@ class Service:
         ):
             platform = str(payload.get("platform", ""))
             resume = self._resumers.get(platform)
+            key = payload.get("key")
             if resume is not None:
                 log.info("resuming a request acknowledged before a restart on %s", platform)
-                self._resume_later(resume(payload["request"]))
+                if isinstance(key, str):
+                    self._holding.add(key)
+                self._resume_later(resume(payload["request"]), key)
         for job in await self.store.take_over_expired(
             list(self._adapters), self.owner, self.settings.lease_seconds
         ):
@@ -295,23 +334,30 @@ class Service:
 
         False when the request is already held or has a job: the caller then stops.
         """
-        return await self.store.hold(
+        held = await self.store.hold(
             platform,
             key,
-            {"platform": platform, "request": request},
+            {"platform": platform, "key": key, "request": request},
             self.owner,
             self.settings.lease_seconds,
         )
+        if held:
+            self._holding.add(key)
+        return held
 
     async def release(self, key: str) -> None:
         """The held request has been answered: its job is stored, or the user was told why
         not. Call it only when that work ended, not from a `finally`: a shutdown that
-        cancels the work must leave the request held for the next process. A failure here
-        only logs: whoever takes the request over finds its job by the idempotency key."""
+        cancels the work must leave the request held for the next process. A release the
+        store refuses is tried again once it takes writes."""
         try:
             await self.store.release_hold(key)
+        except StoreError:
+            self._unreleased.add(key)
+            return
         except Exception:
             log.warning("could not let go of held request %s", key, exc_info=True)
+        self._holding.discard(key)
 
     async def submit(self, request: Request, announce: Announce | None = None) -> Submitted:
         """Check a request and persist it as a queued job; nothing is generated here.
@@ -424,6 +470,8 @@ class Service:
         )
         if not created:
             return Submitted(job, created=False, position=0)
+        if parent is not None:  # what it continues stays until it has run
+            await self.store.touch_images(_image_hashes(await self.store.path_to(parent.id)))
         position = await self.store.queue_position(job)
         if announce is not None:
             try:
@@ -438,12 +486,21 @@ class Service:
                         detail=repr(exc)[:500],
                     )
                 )
-                await self.store.fail_open_job(
-                    job.id, failure.message, failure.detail, requester_gone=True
-                )
+                try:
+                    await self.store.fail_open_job(
+                        job.id, failure.message, failure.detail, requester_gone=True
+                    )
+                except StoreError:
+                    # stored already: kept from running, and ended once writes work
+                    self._active.add(job.id)
+                    self._unfailed[job.id] = (failure.message, failure.detail)
                 raise failure from exc
             if more:
-                job = await self.store.update_target(job.id, {**job.target, **more})
+                try:
+                    job = await self.store.update_target(job.id, {**job.target, **more})
+                except StoreError:
+                    # stored and shown: it runs, and its result is posted as a new message
+                    log.warning("could not store where the request was shown", exc_info=True)
         self._enqueue(job.id)
         log.info(
             "queued kind=%s platform=%s model=%s size=%s position=%d",
@@ -570,6 +627,13 @@ class Service:
         if job is None:
             self._active.discard(job_id)
             return
+        self._running.add(job.id)
+        try:
+            await self._generate_and_store(job)
+        finally:
+            self._running.discard(job.id)
+
+    async def _generate_and_store(self, job: Job) -> None:
         started = time.monotonic()
         ticker = asyncio.create_task(self._tick(job, started))
         metrics.JOBS_IN_FLIGHT.inc()
@@ -635,9 +699,8 @@ class Service:
                 f"one of {self.catalog.describe_choices()}."
             )
         path = await self.store.path_to(job.user_turn_id)
-        stored = await self.store.images(
-            part.image_sha256 for turn in path for part in turn.parts if part.image_sha256
-        )
+        stored = await self.store.images(_image_hashes(path))
+        await self.store.touch_images(stored)  # used again: retention counts from now
         continued = path[-2] if len(path) > 1 else None
         if continued is not None and continued.role == "model":
             shown = [p.image_sha256 for p in continued.parts if p.image_sha256]
@@ -719,10 +782,15 @@ class Service:
 
     # delivering
 
-    def _resume_later(self, work: Awaitable[None]) -> None:
+    def _resume_later(self, work: Awaitable[None], key: object) -> None:
         async def run() -> None:
             try:
                 await work
+            except ValueError as exc:
+                # a payload this version cannot read: let it go, or every process takes it up
+                log.error("dropped a held request this version cannot read: %s", exc)
+                if isinstance(key, str):
+                    await self.release(key)
             except Exception:
                 log.exception("resuming an acknowledged request failed")
 
@@ -753,9 +821,11 @@ class Service:
         )
 
     async def _deliver(self, job: Job) -> None:
+        self._delivering.add(job.id)
         try:
             await self._deliver_once(job)
         finally:
+            self._delivering.discard(job.id)
             if job.id not in self._unrecorded:
                 self._active.discard(job.id)
 
@@ -872,6 +942,10 @@ class Service:
             limits=self.limits,
             tenant_noun=self._tenant_nouns.get(platform, "workspace"),
         )
+
+
+def _image_hashes(path: list[Turn]) -> list[str]:
+    return [part.image_sha256 for turn in path for part in turn.parts if part.image_sha256]
 
 
 def _new_image(data: bytes, mime_type: str) -> NewImage:

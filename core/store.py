@@ -25,6 +25,10 @@ from core.quotas import Counts
 
 log = logging.getLogger(__name__)
 
+_BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's
+_FORGET_BATCH = 50  # rows deleted in one transaction by retention
+_VACUUM_PAGES = 2048  # pages given back per slice (8 MB of 4 KiB pages)
+
 # Each entry moves the schema one version up; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -265,7 +269,9 @@ class Store:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        # the write-ahead log is cut back to this once checkpointed, after big deletions
+        await db.execute("PRAGMA journal_size_limit=67108864")
         # freed pages go back to the file system after retention deletes rows; switching an
         # existing file over rewrites it once
         if (await (await db.execute("PRAGMA auto_vacuum")).fetchone())[0] != 2:
@@ -391,41 +397,78 @@ class Store:
     async def forget(self, conversations_before: float | None, images_before: float | None) -> int:
         """Retention: clear conversations with no turn since `conversations_before` (their
         turns, jobs and message links; the conversation row stays, marked, so a reply is told
-        why), and drop images not used since `images_before`. Returns the rows removed."""
+        why), and drop images not used since `images_before`. Returns the rows removed.
+
+        Done in small transactions, so requests arriving meanwhile wait milliseconds, not
+        the whole pass."""
+        removed = 0
+        if conversations_before is not None:
+            rows = await self._all(
+                "SELECT conversation_id FROM turns GROUP BY conversation_id "
+                "HAVING MAX(created_at) < ? AND conversation_id NOT IN (SELECT "
+                "conversation_id FROM jobs WHERE state IN ('queued', 'running'))",
+                (conversations_before,),
+            )
+            for row in rows:
+                removed += await self._clear_conversation(row["conversation_id"])
+        while images_before is not None:
+            async with self._tx() as db:
+                cursor = await db.execute(
+                    "DELETE FROM images WHERE sha256 IN (SELECT sha256 FROM images "
+                    "WHERE last_used_at < ? LIMIT ?)",
+                    (images_before, _FORGET_BATCH),
+                )
+            removed += cursor.rowcount
+            if cursor.rowcount < _FORGET_BATCH:
+                break
+        if removed:
+            await self._give_back_space()
+        return removed
+
+    async def _clear_conversation(self, conversation_id: int) -> int:
         removed = 0
         async with self._tx() as db:
-            if conversations_before is not None:
-                rows = await (
-                    await db.execute(
-                        "SELECT conversation_id FROM turns GROUP BY conversation_id "
-                        "HAVING MAX(created_at) < ? AND conversation_id NOT IN (SELECT "
-                        "conversation_id FROM jobs WHERE state IN ('queued', 'running'))",
-                        (conversations_before,),
-                    )
-                ).fetchall()
-                for row in rows:
-                    cid = row["conversation_id"]
-                    for sql in (
-                        "DELETE FROM message_links WHERE turn_id IN "
-                        "(SELECT id FROM turns WHERE conversation_id = ?)",
-                        "DELETE FROM jobs WHERE conversation_id = ?",
-                        "DELETE FROM turns WHERE conversation_id = ?",
-                    ):
-                        removed += (await db.execute(sql, (cid,))).rowcount
-                    await db.execute(
-                        "UPDATE conversations SET cleared_at = ? WHERE id = ?", (self._clock(), cid)
-                    )
-            if images_before is not None:
-                cursor = await db.execute(
-                    "DELETE FROM images WHERE last_used_at < ?", (images_before,)
-                )
-                removed += cursor.rowcount
-        if removed:
-            async with self._lock:  # give the freed pages back to the file system
-                # run to completion (a plain execute() frees one page per step)
-                await self._db.executescript("PRAGMA incremental_vacuum;")
-                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for sql in (
+                "DELETE FROM message_links WHERE turn_id IN "
+                "(SELECT id FROM turns WHERE conversation_id = ?)",
+                "DELETE FROM jobs WHERE conversation_id = ?",
+                "DELETE FROM turns WHERE conversation_id = ?",
+            ):
+                removed += (await db.execute(sql, (conversation_id,))).rowcount
+            await db.execute(
+                "UPDATE conversations SET cleared_at = ? WHERE id = ?",
+                (self._clock(), conversation_id),
+            )
         return removed
+
+    async def _give_back_space(self) -> None:
+        """Free pages go back to the file system a slice at a time; the checkpoint then
+        shrinks the file and its log, without waiting: if another process is reading, the
+        log is cut back at a later checkpoint instead."""
+        while True:
+            async with self._lock:
+                # executescript runs the pragma to the end (execute() frees one page a step)
+                await self._db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES});")
+                row = await (await self._db.execute("PRAGMA freelist_count")).fetchone()
+            if not row or not row[0]:
+                break
+        async with self._lock:
+            await self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                await self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+
+    async def touch_images(self, hashes: Iterable[str]) -> None:
+        """These images are in use (on the path of a new request): retention keeps them."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return
+        async with self._tx() as db:
+            await db.executemany(
+                "UPDATE images SET last_used_at = ? WHERE sha256 = ?",
+                [(self._clock(), sha) for sha in wanted],
+            )
 
     def size_bytes(self) -> int:
         """The database on disk, its write-ahead log included."""
@@ -495,11 +538,19 @@ class Store:
         )
         return _job(row) if row else None
 
-    async def release(self, owner: str) -> None:
-        """On a clean shutdown: let the next process take our open jobs at once."""
+    async def release(self, owner: str, job_ids: Iterable[str] | None = None) -> None:
+        """Let the next process take our open jobs at once (`job_ids`: only those); with no
+        ids, on a clean shutdown, our held requests and heartbeat too."""
         async with self._tx() as db:
+            if job_ids is not None:
+                await db.executemany(
+                    "UPDATE jobs SET lease_expires_at = 0 WHERE id = ? AND owner = ?",
+                    [(job_id, owner) for job_id in job_ids],
+                )
+                return
             await db.execute("UPDATE jobs SET lease_expires_at = 0 WHERE owner = ?", (owner,))
             await db.execute("UPDATE intake SET lease_expires_at = 0 WHERE owner = ?", (owner,))
+            await db.execute("DELETE FROM heartbeats WHERE owner = ?", (owner,))
 
     async def job_by_key(self, idempotency_key: str) -> Job | None:
         row = await self._one(
@@ -818,15 +869,18 @@ class Store:
                     "UPDATE intake SET owner = ?, lease_expires_at = ? WHERE key = ?",
                     (owner, now + lease_seconds, row["key"]),
                 )
-        return [json.loads(row["payload"]) for row in rows]
+        return [{**json.loads(row["payload"]), "key": row["key"]} for row in rows]
 
-    async def renew_leases(self, owner: str, lease_seconds: float, job_ids: Iterable[str]) -> None:
-        """Keep our held requests, and those of our jobs this process is still advancing
-        (`job_ids`): a job it lost track of is left to lapse, so it is taken over."""
+    async def renew_leases(
+        self, owner: str, lease_seconds: float, job_ids: Iterable[str], hold_keys: Iterable[str]
+    ) -> None:
+        """Keep the jobs and held requests this process is still advancing (`job_ids`,
+        `hold_keys`): one it lost track of is left to lapse, so it is taken over."""
         expires = self._clock() + lease_seconds
         async with self._tx() as db:
-            await db.execute(
-                "UPDATE intake SET lease_expires_at = ? WHERE owner = ?", (expires, owner)
+            await db.executemany(
+                "UPDATE intake SET lease_expires_at = ? WHERE key = ? AND owner = ?",
+                [(expires, key, owner) for key in hold_keys],
             )
             await db.executemany(
                 "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND owner = ?",
@@ -837,7 +891,7 @@ class Store:
                 (owner, self._clock()),
             )
 
-    async def requeue(self, job_id: str, owner: str) -> Job | None:
+    async def requeue(self, job_id: str, owner: str) -> None:
         """A run this process claimed but could not carry on (the store failed under it):
         queued again, for this process to run once writes work."""
         async with self._tx() as db:
@@ -845,10 +899,6 @@ class Store:
                 "UPDATE jobs SET state = 'queued' WHERE id = ? AND owner = ? AND state = 'running'",
                 (job_id, owner),
             )
-            row = await (
-                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-            ).fetchone()
-        return _job(row) if row else None
 
     async def take_over_expired(
         self, platforms: Sequence[str], owner: str, lease_seconds: float

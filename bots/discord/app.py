@@ -21,6 +21,7 @@ from bots.discord.events import PLATFORM, RecentIds
 from bots.discord.intake import Held
 from bots.discord.interactions import Interactions
 from core.config import ConfigError, Settings
+from core.intake import Intake
 from core.service import Service
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,13 @@ class DiscordApp:
         recent = RecentIds()
         self.delivery = DiscordDelivery(self.client, service)
         self.client.delivery = self.delivery
+        self.intake = Intake(service, PLATFORM)
         self.client.handlers = Interactions(
-            settings, service, self.delivery, access, self.http, recent
+            settings, service, self.intake, self.delivery, access, self.http, recent
         )
-        self.client.conversations = Conversations(settings, service, access, self.http, recent)
+        self.client.conversations = Conversations(
+            settings, service, self.intake, access, self.http, recent
+        )
         add_commands(self.client.tree, service.catalog, dms=settings.discord_dms)
         service.register(PLATFORM, self.delivery, tenant_noun="server", resume=self._resume)
 
@@ -125,12 +129,8 @@ class DiscordApp:
         try:
             held = Held.from_dict(payload)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.error("cannot resume a held request this version did not write: %r", exc)
-            request = payload.get("request")
-            key = request.get("idempotency_key") if isinstance(request, dict) else None
-            if isinstance(key, str):
-                await self.service.release(key)  # or every restart would take it up again
-            return
+            # the service lets it go, or every restart would take it up again
+            raise ValueError(f"a held Discord request this version did not write: {exc!r}") from exc
         await self.client.connected.wait()  # held requests are taken over as the service starts
         assert self.client.handlers is not None and self.client.conversations is not None
         if held.source == "interaction":
@@ -155,6 +155,7 @@ class DiscordApp:
                 "DISCORD_THREAD_MESSAGES=false"
             ) from None
         finally:
+            await self.intake.stop()
             await self.client.close()
             await self.http.aclose()
 

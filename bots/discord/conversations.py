@@ -80,13 +80,14 @@ class Conversations:
         self,
         settings: Settings,
         service: Service,
+        intake: Intake,
         access: AccessLists,
         http: httpx.AsyncClient,
         recent: RecentIds,
     ) -> None:
         self.settings = settings
         self.service = service
-        self.intake = Intake(service, PLATFORM)
+        self.intake = intake
         self.access = access
         self.http = http
         self.recent = recent

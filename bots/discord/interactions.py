@@ -47,6 +47,7 @@ class Interactions:
         self,
         settings: Settings,
         service: Service,
+        intake: Intake,
         delivery: DiscordDelivery,
         access: AccessLists,
         http: httpx.AsyncClient,
@@ -59,7 +60,7 @@ class Interactions:
         self.access = access
         self.http = http
         self.recent = recent
-        self.intake = Intake(service, PLATFORM)
+        self.intake = intake
 
     # /imagine
 
@@ -323,13 +324,14 @@ def _target(interaction: discord.Interaction) -> Target:
 
 
 async def _defer(interaction: discord.Interaction, target: Target) -> Target | None:
-    """Acknowledge with "thinking…"; None when Discord would not take it (another process
-    answered it, or it expired)."""
+    """Acknowledge with "thinking…"; None when the interaction expired unanswered. One
+    another process acknowledged already is this one's to finish all the same: that
+    process found it held here and left the work to it."""
     try:
         answer = await interaction.response.defer(thinking=True)
     except discord.HTTPException as exc:
         _log_late(interaction, exc)
-        return None
+        return target if exc.code == ALREADY_ACKNOWLEDGED else None
     if answer is not None and answer.message_id is not None:
         return target.with_message(answer.message_id)
     return target

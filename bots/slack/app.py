@@ -244,8 +244,7 @@ class SlackApp:
         handler = self._handlers.get(str(payload["kind"]))
         key, body = payload.get("key"), payload.get("body")
         if handler is None or not isinstance(key, str) or not isinstance(body, dict):
-            log.warning("dropped a held Slack request this version cannot read")
-            return
+            raise ValueError("a held Slack request of a kind or shape this version does not know")
         if handler is self._threads:
             await self._threads.resumed(body)
         await self.ctx.intake.finish(key, partial(handler.run, body), partial(handler.tell, body))
@@ -268,8 +267,11 @@ class SlackApp:
         if not self._verifier.is_valid_request(raw, headers):
             return web.Response(status=401, text="invalid signature")
         if _is_slash_command(raw, request.content_type):
-            if await self._hold_command(raw):
-                self.ctx.spawn(self._dispatch_command(raw, request.query_string, headers), "ack")
+            key = await self._hold_command(raw)
+            if key is not None:
+                self.ctx.spawn(
+                    self._dispatch_command(key, raw, request.query_string, headers), "ack"
+                )
             return web.Response(status=200)
         try:
             response = await self._dispatch(raw, request.query_string, headers)
@@ -278,17 +280,18 @@ class SlackApp:
             return web.Response(status=400, text="unexpected request shape")
         return await to_aiohttp_response(response)
 
-    async def _hold_command(self, raw: str) -> bool:
-        """Held before the 200 goes out; False for a command held or stored already, or one
-        that could not be held (the person was told)."""
+    async def _hold_command(self, raw: str) -> str | None:
+        """Held before the 200 goes out: its key, or None for a command held or stored
+        already, or one that could not be held (the person was told)."""
         form = dict(parse_qsl(raw, keep_blank_values=True))
         key = await self._commands.accept(form)
         if key is None:
-            return False
+            return None
         payload = {"kind": self._commands.kind, "key": key, "body": form}
-        return await self.ctx.intake.receive(
+        held = await self.ctx.intake.receive(
             key, payload, acknowledge=_nothing, tell=partial(self._commands.tell, form)
         )
+        return key if held else None
 
     async def _dispatch(self, raw: str, query: str, headers: dict[str, str]) -> BoltResponse:
         request = AsyncBoltRequest(body=raw, query=query, headers=headers)
@@ -296,14 +299,19 @@ class SlackApp:
         _check_shape(request.body)
         return await self.bolt.async_dispatch(request)
 
-    async def _dispatch_command(self, raw: str, query: str, headers: dict[str, str]) -> None:
+    async def _dispatch_command(
+        self, key: str, raw: str, query: str, headers: dict[str, str]
+    ) -> None:
         try:
             response = await self._dispatch(raw, query, headers)
         except _UNEXPECTED_SHAPE as exc:
             log.warning("dropped a signed slash command of an unexpected shape: %r", exc)
+            await self.ctx.service.release(key)
             return
         if response.status == 200 and not response.body:
-            return  # acked by our listener, which answers on its own
+            return  # taken by our listener, which finishes it and lets it go
+        # Bolt answered it itself (its authorization failed, say): nothing left to hold
+        await self.ctx.service.release(key)
         log.warning("Slack command not handled (%d): %s", response.status, response.body[:200])
         # Bolt's own answer, such as its note that authorization failed, was meant for the
         # user in the ack; the ack is gone, so it goes through the response URL instead

@@ -77,3 +77,32 @@ def test_conversations_are_kept_at_least_a_month() -> None:
 
     with pytest.raises(ConfigError, match="at least 32"):
         load_settings(_env_file=None, IMAGEBOT_KEEP_CONVERSATIONS_DAYS=7)
+
+
+async def test_an_image_still_used_by_a_conversation_is_kept(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    from core.runtime import open_service
+    from tests.core.test_leases import Clock
+
+    clock = Clock()
+    adapter = RecordingAdapter()
+    settings = make_settings(tmp_path, fake_gemini)
+    async with open_service(settings, clock=clock) as service:
+        service.register("test", adapter)
+        await service.start()
+        first = await service.submit(request("a fox", "k1", thread_key="t"))
+        await adapter.wait_for(first.job.id)
+        clock.advance(20 * DAY)
+        second = await service.submit(request("now in snow", "k2", thread_key="t"))
+        await adapter.wait_for(second.job.id)
+        clock.advance(20 * DAY)  # the first image is 40 days old, but was used 20 days ago
+        await service.apply_retention()
+        third = await service.submit(request("now at night", "k3", thread_key="t"))
+        outcome = await adapter.wait_for(third.job.id)
+
+    assert outcome.ok
+    last = fake_gemini.requests[-1].json
+    assert last is not None
+    sent = [p for c in last["contents"] for p in c["parts"] if "inlineData" in p]
+    assert len(sent) == 2, "both earlier images went along"

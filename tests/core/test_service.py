@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 import struct
 import zlib
 from pathlib import Path
@@ -461,4 +462,34 @@ async def test_a_result_that_can_never_be_posted_ends_in_one_sentence_instead(
 
     assert outcome.error == UNDELIVERABLE and outcome.images == ()
     assert job is not None and job.delivery_attempts == DELIVERY_ATTEMPTS
+    assert len(fake_gemini.requests) == 1
+
+
+async def test_stopping_hands_queued_jobs_back_at_once_while_one_finishes(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 1.0
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_WORKERS=1)
+
+    def lease_of(job_id: str) -> float:
+        with sqlite3.connect(settings.sqlite_path) as db:
+            query = "SELECT lease_expires_at FROM jobs WHERE id = ?"
+            return float(db.execute(query, (job_id,)).fetchone()[0])
+
+    async with open_service(settings) as stopping:
+        stopping.register("test", RecordingAdapter())
+        await stopping.start()
+        await stopping.submit(request("a fox", "k1"))
+        queued = await stopping.submit(request("a cat", "k2"))
+        await fake_gemini.wait_for_requests(1)
+        stop = asyncio.create_task(stopping.stop())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while lease_of(queued.job.id) != 0:
+            assert loop.time() < deadline, "the queued job was not handed back"
+            await asyncio.sleep(0.02)
+        handed_back_before_the_fox_finished = not stop.done()
+        await stop
+
+    assert handed_back_before_the_fox_finished
     assert len(fake_gemini.requests) == 1

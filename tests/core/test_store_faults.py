@@ -140,3 +140,32 @@ def _new_job(key: str):  # type: ignore[no-untyped-def]
         options=Options(model="gemini-3.1-flash-image", size="1K"),
         target={},
     )
+
+
+async def test_a_request_answered_while_the_store_fails_is_let_go_once_it_works(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    from core.intake import Intake
+
+    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    told: list[str] = []
+
+    async def tell(message: str) -> None:
+        told.append(message)
+
+    async def acknowledge() -> None:
+        return None
+
+    async with running(settings, RecordingAdapter()) as service:
+        intake = Intake(service, "test")
+        assert await intake.receive("k1", {"text": "a fox"}, acknowledge=acknowledge, tell=tell)
+        async with refusing_writes(service.store, "read-only"):
+            await intake.finish("k1", lambda: service.submit(request("a fox", "k1")), tell)
+            held_during = await service.store._one("SELECT count(*) FROM intake")
+        await until(lambda: service.health()[0], "the store to take writes again")
+        await service.upkeep()
+        held_after = await service.store._one("SELECT count(*) FROM intake")
+
+    assert told and told[0].startswith("I could not save this")
+    assert held_during is not None and held_during[0] == 1
+    assert held_after is not None and held_after[0] == 0, "let go, so no process runs it later"
