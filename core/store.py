@@ -305,10 +305,10 @@ class Store:
                     # back, since aiosqlite runs the statement anyway
                     await self._db.execute("BEGIN IMMEDIATE")
                     yield self._db
+                    await asyncio.shield(self._db.execute("COMMIT"))
                 except BaseException:
                     await asyncio.shield(self._rollback())
                     raise
-                await asyncio.shield(self._db.execute("COMMIT"))
             except sqlite3.IntegrityError:
                 raise
             except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
