@@ -255,6 +255,8 @@ class Store:
         self.path = path
         # the time leases, retention and records are measured by; tests pass their own
         self._clock = clock
+        self._holds: list[tuple[tuple[str, str, str, str, float], asyncio.Future[bool]]] = []
+        self._hold_writer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # why the last write failed, and since when; None while writes work
         self.write_error: str | None = None
@@ -828,21 +830,54 @@ class Store:
     async def hold(
         self, platform: str, key: str, payload: dict[str, Any], owner: str, lease_seconds: float
     ) -> bool:
-        """Keep a request until its job exists; False when it is held or a job has the key."""
+        """Keep a request until its job exists; False when it is held or a job has the key.
+
+        Every acknowledgement waits for its hold, so holds that arrive together are written
+        in one transaction (one commit for a burst rather than one each)."""
+        row = (platform, key, json.dumps(payload), owner, lease_seconds)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._holds.append((row, answer))
+        if self._hold_writer is None or self._hold_writer.done():
+            self._hold_writer = asyncio.create_task(self._write_holds(), name="imagebot-holds")
+        return await answer
+
+    async def _write_holds(self) -> None:
+        while self._holds:
+            batch, self._holds = self._holds, []
+            try:
+                async with self._tx() as db:
+                    held = [await self._hold_one(db, *row) for row, _ in batch]
+            except Exception as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (_, answer), result in zip(batch, held, strict=True):
+                if not answer.done():
+                    answer.set_result(result)
+
+    async def _hold_one(
+        self,
+        db: aiosqlite.Connection,
+        platform: str,
+        key: str,
+        payload: str,
+        owner: str,
+        lease_seconds: float,
+    ) -> bool:
         now = self._clock()
-        async with self._tx() as db:
-            job = await (
-                await db.execute("SELECT 1 FROM jobs WHERE idempotency_key = ?", (key,))
-            ).fetchone()
-            if job is not None:
-                return False
-            cursor = await db.execute(
-                "INSERT INTO intake (key, platform, payload, owner, lease_expires_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
-                "lease_expires_at = excluded.lease_expires_at WHERE intake.owner = excluded.owner",
-                (key, platform, json.dumps(payload), owner, now + lease_seconds, now),
-            )
-            return cursor.rowcount == 1
+        job = await (
+            await db.execute("SELECT 1 FROM jobs WHERE idempotency_key = ?", (key,))
+        ).fetchone()
+        if job is not None:
+            return False
+        cursor = await db.execute(
+            "INSERT INTO intake (key, platform, payload, owner, lease_expires_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
+            "lease_expires_at = excluded.lease_expires_at WHERE intake.owner = excluded.owner",
+            (key, platform, payload, owner, now + lease_seconds, now),
+        )
+        return cursor.rowcount == 1
 
     async def release_hold(self, key: str) -> None:
         async with self._tx() as db:

@@ -291,7 +291,10 @@ class SlackApp:
         held = await self.ctx.intake.receive(
             key, payload, acknowledge=_nothing, tell=partial(self._commands.tell, form)
         )
-        return key if held else None
+        if not held:
+            return None
+        self.ctx.pre_held.add(key)
+        return key
 
     async def _dispatch(self, raw: str, query: str, headers: dict[str, str]) -> BoltResponse:
         request = AsyncBoltRequest(body=raw, query=query, headers=headers)
@@ -306,11 +309,13 @@ class SlackApp:
             response = await self._dispatch(raw, query, headers)
         except _UNEXPECTED_SHAPE as exc:
             log.warning("dropped a signed slash command of an unexpected shape: %r", exc)
+            self.ctx.pre_held.discard(key)
             await self.ctx.service.release(key)
             return
         if response.status == 200 and not response.body:
             return  # taken by our listener, which finishes it and lets it go
         # Bolt answered it itself (its authorization failed, say): nothing left to hold
+        self.ctx.pre_held.discard(key)
         await self.ctx.service.release(key)
         log.warning("Slack command not handled (%d): %s", response.status, response.body[:200])
         # Bolt's own answer, such as its note that authorization failed, was meant for the

@@ -50,6 +50,8 @@ class SlackContext:
     retry_handlers: list[AsyncRetryHandler]
     intake: Intake
     bot: AuthTest | None = None  # set from auth.test before the first event arrives
+    # keys of slash commands held before their 200 (the fast path): not held again
+    pre_held: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -66,8 +68,12 @@ class SlackContext:
             return
         tell = partial(handler.tell, body)
         payload = {"kind": handler.kind, "key": key, "body": body}
-        if await self.intake.receive(key, payload, acknowledge=ack, tell=tell):
-            self.spawn(self.intake.finish(key, partial(handler.run, body), tell), handler.kind)
+        if key in self.pre_held:
+            self.pre_held.discard(key)
+            await ack()
+        elif not await self.intake.receive(key, payload, acknowledge=ack, tell=tell):
+            return
+        self.spawn(self.intake.finish(key, partial(handler.run, body), tell), handler.kind)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` after the ack, keeping hold of it so shutdown can cancel it."""

@@ -1,5 +1,6 @@
 """A process SIGKILLed 0, 5, 20 and 50 ms after the platform heard "received", on every kind
-of request each platform sends: nothing acknowledged is lost, and nothing is paid twice."""
+of request that makes a job on each platform (commands, mentions, Re-roll and Upscale
+clicks, Edit forms): nothing acknowledged is lost, and nothing is paid twice."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.bots.test_discord_harness import USER, callbacks
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.gemini import FakeGemini
 from tests.faults.checks import held_requests, job_rows, settled
-from tests.faults.processes import AdapterProcesses, discord_settings, slack_event
+from tests.faults.processes import AdapterProcesses, _post, discord_settings, slack_event
 from tests.faults.test_crash_restart import FAST, SETTINGS, WAIT, slack_processes, stopping
 
 # how long after the acknowledgement each kill lands: the variable under test, not a wait
@@ -65,25 +66,34 @@ async def test_slack_commands_mentions_and_clicks_survive_a_kill_just_after_the_
                 value=first["id"],
             )
             mention = run.slack.app_mention_event(f"a lighthouse by mention {n}", user="U1")
+            # the Edit form of the first image, opened by its button, submitted in the round
+            opening = run.slack.block_action_body(
+                "imagebot.edit",
+                user_id="U1",
+                channel_id=target["channel"],
+                message_ts=target["ts"],
+                value=first["id"],
+            )
+            await _post(run.procs, run.slack, opening, "the Edit click")
+            opened = await run.slack.wait_for_call("views.open", count=n + 1)
+            typed = {"instruction": {"text": {"type": "plain_text_input", "value": f"snow {n}"}}}
+            form = run.slack.view_submission_body(
+                opened[n].response["view"]["id"], user_id="U1", values=typed
+            )
             await asyncio.gather(
                 run.command(f"a lighthouse by command {n}"),
                 slack_event(run.procs, run.slack, mention),
-                _post_click(run, click),
+                _post(run.procs, run.slack, click, "the Re-roll click"),
+                _post(run.procs, run.slack, form, "the Edit form"),
             )
             await asyncio.sleep(delay)
             await kills.kill_and_restart()
-        rows = await settled(run.db, 1 + 3 * len(KILL_AFTER), timeout=30)
+        rows = await settled(run.db, 1 + 4 * len(KILL_AFTER), timeout=30)
 
     assert_every_request_answered_once(rows, fake_gemini, kills)
     assert held_requests(run.db) == 0
-    kinds = sorted(str(r["kind"]) for r in rows)
-    assert kinds.count("reroll") == len(KILL_AFTER)
-
-
-async def _post_click(run: object, body: tuple[bytes, str]) -> None:
-    from tests.faults.processes import _post
-
-    await _post(run.procs, run.slack, body, "the Re-roll click")  # type: ignore[attr-defined]
+    kinds = [str(r["kind"]) for r in rows]
+    assert kinds.count("reroll") == kinds.count("edit") == len(KILL_AFTER)
 
 
 async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_after_the_ack(
@@ -107,6 +117,12 @@ async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_af
                 for m in fake.channel_messages()
                 if (m.interaction_metadata or {}).get("id") == first["id"]
             ]
+            opening = fake.interaction_component(f"imagebot:edit:{done['id']}", shown, user_id=USER)
+            await fake.dispatch("INTERACTION_CREATE", opening)
+            [opened] = await fake.wait_for_call(
+                "POST", rf"/interactions/{opening['id']}/[^/]+/callback"
+            )
+            form_id = opened.json["data"]["custom_id"]
             for n, delay in enumerate(KILL_AFTER):
                 await fake.wait_until_ready()
                 slash = fake.interaction_slash_command(
@@ -117,6 +133,12 @@ async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_af
                 click = fake.interaction_component(
                     f"imagebot:reroll:{done['id']}", shown, user_id=USER
                 )
+                upscale = fake.interaction_component(
+                    f"imagebot:upscale:2K:{done['id']}", shown, user_id=USER
+                )
+                edit = fake.interaction_modal_submit(
+                    form_id, {"change": f"add a balloon {n}"}, user_id=USER, message=shown
+                )
                 said = fake.message_create(
                     f"<@{fake.bot_user_id}> a glacier by mention {n}",
                     author_id=USER,
@@ -124,21 +146,22 @@ async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_af
                 )
                 answered = len([c for c in callbacks(fake) if c.status in (200, 204)])
                 await fake.dispatch("MESSAGE_CREATE", said)
-                await fake.dispatch("INTERACTION_CREATE", slash)
-                await fake.dispatch("INTERACTION_CREATE", click)
-                # both deferrals answered: Discord will send neither again
+                for interaction in (slash, click, upscale, edit):
+                    await fake.dispatch("INTERACTION_CREATE", interaction)
+                # every deferral answered: Discord will send none of them again
                 await fake.wait_until(
                     lambda a=answered: (
-                        len([c for c in callbacks(fake) if c.status in (200, 204)]) >= a + 2
+                        len([c for c in callbacks(fake) if c.status in (200, 204)]) >= a + 4
                     ),
                     WAIT,
-                    lambda: "both deferrals",
+                    lambda: "the deferrals",
                 )
                 await asyncio.sleep(delay)
                 await kills.kill_and_restart()
-            rows = await settled(procs.db, 1 + 3 * len(KILL_AFTER), timeout=30)
+            rows = await settled(procs.db, 1 + 5 * len(KILL_AFTER), timeout=40)
 
     assert fake.errors == []
     assert_every_request_answered_once(rows, fake_gemini, kills)
     assert held_requests(procs.db) == 0
-    assert sorted(str(r["kind"]) for r in rows).count("reroll") == len(KILL_AFTER)
+    kinds = [str(r["kind"]) for r in rows]
+    assert kinds.count("reroll") == kinds.count("upscale") == kinds.count("edit") == len(KILL_AFTER)
