@@ -119,7 +119,7 @@ async def test_discord_slash_commands_mentions_and_clicks_survive_a_kill_just_af
             ]
             opening = fake.interaction_component(f"imagebot:edit:{done['id']}", shown, user_id=USER)
             await fake.dispatch("INTERACTION_CREATE", opening)
-            [opened] = await fake.wait_for_call(
+            opened = await fake.wait_for_call(
                 "POST", rf"/interactions/{opening['id']}/[^/]+/callback"
             )
             form_id = opened.json["data"]["custom_id"]
