@@ -188,7 +188,8 @@ class Service:
             await asyncio.gather(self._upkeep, return_exceptions=True)
             self._upkeep = None
         try:
-            await self._resume_after_store_fault()  # a last chance for what a fault held up
+            # a last chance for what a fault held up; the next process delivers it
+            await self._resume_after_store_fault(deliver=False)
             await self.store.release(self.owner)
         except StoreError as exc:
             log.error("stopping without handing work back (the database refuses writes): %s", exc)
@@ -261,7 +262,7 @@ class Service:
             log.info("retention removed %d rows older than the settings keep them", removed)
         return removed
 
-    async def _resume_after_store_fault(self) -> None:
+    async def _resume_after_store_fault(self, *, deliver: bool = True) -> None:
         """Carry on with what the store refused, now that it takes writes."""
         for job_id, (job, keys) in list(self._unrecorded.items()):
             await self.store.record_delivery(job, keys)
@@ -279,7 +280,7 @@ class Service:
             finished = await self.store.finish(job.id, self.owner, result)
             del self._unsaved[job_id]
             log.info("stored a result kept while the database failed", extra={"job_id": job_id})
-            if finished is not None:
+            if finished is not None and deliver:
                 self._deliver_later(finished)
             else:
                 self._active.discard(job_id)
