@@ -19,7 +19,7 @@ PLATFORMS = ("slack", "discord")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # one line, like every other failure of this command
-        self.exit(2, f"imagebot: {message} (see imagebot {self.prog.split()[-1]} --help)\n")
+        self.exit(2, f"imagebot: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -152,20 +152,24 @@ async def run_chat(
             thread, pending = f"chat:{uuid.uuid4().hex}", []
             write("Started a new conversation.")
         elif command == "/attach":
-            try:
-                pending.append(read_attachment(argument.strip()))
-                write(f"Attached {pending[-1].name}; it goes with your next message.")
-            except UserFacingError as exc:
-                write(f"error: {exc.message}")
+            path = argument.strip().strip("\"'")  # a path pasted in quotes
+            if not path:
+                write("error: Give the image's path: /attach PATH")
+            else:
+                try:
+                    pending.append(read_attachment(path))
+                    write(f"Attached {pending[-1].name}; it goes with your next message.")
+                except UserFacingError as exc:
+                    write(f"error: {exc.message}")
         else:
+            attached, pending = pending, []  # sent once, refused or not: never again
             try:
                 outcome, paths = await adapter.ask(
-                    adapter.request(line, thread_key=thread, attachments=pending)
+                    adapter.request(line, thread_key=thread, attachments=attached)
                 )
             except UserFacingError as exc:
                 write(f"error: {exc.message}")
             else:
-                pending = []
                 _show(write, outcome, paths)
         prompt()
 

@@ -266,3 +266,46 @@ async def test_a_process_killed_mid_job_finishes_the_job_after_a_restart(
         ).fetchone()
     assert state == "succeeded" and attempts == 2 and delivered is not None
     assert len(fake_gemini.requests) == 2
+
+
+async def test_chat_attach_takes_quoted_paths_and_a_refused_image_is_not_sent_again(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    flag = tmp_path / "my flag.png"
+    Image.new("RGB", (40, 30), "red").save(flag)
+    script = (
+        "/attach\n"
+        f"/attach {notes}\n"
+        "use this\n"  # refused: the attachment is no image
+        "a lighthouse\n"  # goes without it
+        f'/attach "{flag}"\n'
+        "put this flag on top\n"
+        "/quit\n"
+    ).encode()
+
+    code, out, err = await _run([*IMAGEBOT, "chat"], _env(tmp_path, fake_gemini), script)
+
+    assert code == 0, err
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert errors[0].endswith("error: Give the image's path: /attach PATH")
+    assert len(errors) == 2, errors  # the refused image once, not again for the lighthouse
+    assert "Attached my flag.png" in out
+    assert len([line for line in out.splitlines() if line.startswith("image: ")]) == 2
+    sent = [r.json for r in fake_gemini.requests]
+    assert all(s is not None for s in sent)
+    assert not any("inlineData" in p for c in sent[0]["contents"] for p in c["parts"])  # type: ignore[index]
+    assert any("inlineData" in p for p in sent[1]["contents"][-1]["parts"])  # type: ignore[index]
+
+
+async def test_a_usage_error_points_at_the_right_help(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    env = _env(tmp_path, fake_gemini)
+
+    _, _, missing = await _run([*IMAGEBOT, "generate"], env)
+    _, _, unknown = await _run([*IMAGEBOT, "paint"], env)
+
+    assert missing.strip().endswith("(see imagebot generate --help)")
+    assert unknown.strip().endswith("(see imagebot --help)")
