@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from bots.runner import UNREACHABLE, unreachable
 from core.config import ConfigError, Settings, load_settings
 from core.errors import UserFacingError
 from core.runtime import configure_logging, open_service
@@ -197,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(settings, args.platforms))
     except (ConfigError, UserFacingError) as exc:
         _stderr(f"imagebot: {exc}")
+        return 1
+    except UNREACHABLE as exc:
+        _stderr(unreachable(exc))
         return 1
     except KeyboardInterrupt:
         return 130

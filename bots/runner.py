@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Protocol
+
+import aiohttp
+import httpx
 
 from core import metrics
 from core.config import ConfigError, Settings, load_settings
@@ -61,6 +65,24 @@ async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
                 await exporter.cleanup()
 
 
+# what a platform's SDK raises when its servers cannot be reached at all
+UNREACHABLE = (
+    aiohttp.ClientConnectionError,
+    httpx.TransportError,
+    ConnectionError,
+    socket.gaierror,
+)
+
+
+def unreachable(exc: BaseException) -> str:
+    """One line for a start-up that could not reach a platform (no network, a wrong URL)."""
+    said = " ".join(str(exc).split()) or type(exc).__name__
+    return (
+        f"imagebot: could not reach the platform ({said}); check the network, and "
+        "SLACK_API_URL or DISCORD_API_URL if set"
+    )
+
+
 def main(platform: str) -> int:
     """`python -m bots.<platform>`: one adapter per process, as the Procfile runs them."""
     try:
@@ -69,6 +91,9 @@ def main(platform: str) -> int:
         asyncio.run(run_platforms(settings, [platform]))
     except ConfigError as exc:
         print(f"imagebot: {exc}", file=sys.stderr)
+        return 1
+    except UNREACHABLE as exc:
+        print(unreachable(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -63,3 +63,35 @@ async def test_the_procfile_process_serves_health_and_metrics_and_stops_cleanly_
         log = (await process.stderr.read()).decode()
         assert code == 0, log
         assert "Traceback" not in log
+
+
+async def test_a_platform_that_cannot_be_reached_at_start_up_is_one_line(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        closed = spare.getsockname()[1]
+    env = {
+        **_env(tmp_path, fake_gemini),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "secret",
+        "SLACK_API_URL": f"http://127.0.0.1:{closed}/api/",
+        "PORT": "0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.slack",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    lines = err.decode().strip().splitlines()
+    assert process.returncode == 1
+    assert "Traceback" not in err.decode()
+    assert lines[-1].startswith("imagebot: could not reach the platform (")
+    assert f"127.0.0.1:{closed}" in lines[-1]
