@@ -216,7 +216,18 @@ class Service:
             "ok": False,
             "database": f"cannot write: {error}",
             "failing_for_seconds": round(time.time() - since, 1),
-            "waiting": len(self._requeue_later) + len(self._unsaved) + len(self._unrecorded),
+            "waiting": sum(
+                map(
+                    len,
+                    (
+                        self._requeue_later,
+                        self._unsaved,
+                        self._unrecorded,
+                        self._unreleased,
+                        self._unfailed,
+                    ),
+                )
+            ),
         }
 
     async def _maintain(self) -> None:
@@ -472,7 +483,8 @@ class Service:
         if not created:
             return Submitted(job, created=False, position=0)
         if parent is not None:  # what it continues stays until it has run
-            await self.store.touch_images(_image_hashes(await self.store.path_to(parent.id)))
+            with contextlib.suppress(StoreError):  # only retention's bookkeeping
+                await self.store.touch_images(_image_hashes(await self.store.path_to(parent.id)))
         position = await self.store.queue_position(job)
         if announce is not None:
             try:
@@ -701,7 +713,6 @@ class Service:
             )
         path = await self.store.path_to(job.user_turn_id)
         stored = await self.store.images(_image_hashes(path))
-        await self.store.touch_images(stored)  # used again: retention counts from now
         continued = path[-2] if len(path) > 1 else None
         if continued is not None and continued.role == "model":
             shown = [p.image_sha256 for p in continued.parts if p.image_sha256]

@@ -447,13 +447,16 @@ class Store:
         """Free pages go back to the file system a slice at a time; the checkpoint then
         shrinks the file and its log, without waiting: if another process is reading, the
         log is cut back at a later checkpoint instead."""
+        free = None
         while True:
             async with self._lock:
                 # executescript runs the pragma to the end (execute() frees one page a step)
                 await self._db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES});")
                 row = await (await self._db.execute("PRAGMA freelist_count")).fetchone()
-            if not row or not row[0]:
+            left = row[0] if row else 0
+            if not left or left == free:  # all given back, or the file cannot give back more
                 break
+            free = left
         async with self._lock:
             await self._db.execute("PRAGMA busy_timeout=0")
             try:
