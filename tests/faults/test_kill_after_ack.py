@@ -21,15 +21,21 @@ KILL_AFTER = (0.0, 0.005, 0.02, 0.05)
 
 
 class Kills:
-    """Kills the process, counting the API calls it cut off (made, their result not stored)."""
+    """Kills the process, counting the API calls it cut off: counted (before each is sent) by
+    a job whose result was not stored. Read from the database once the process is dead, not
+    from the fake, which may still be reading a request the dead process had already sent."""
 
     def __init__(self, procs: AdapterProcesses, gemini: FakeGemini) -> None:
         self.procs, self.gemini, self.cut_off = procs, gemini, 0
+        self._seen: dict[str, int] = {}
 
     async def kill_and_restart(self) -> None:
         await self.procs.kill()
-        stored = sum(int(r["api_calls"]) for r in job_rows(self.procs.db) if r["finished_at"])
-        self.cut_off += len(self.gemini.requests) - stored
+        for row in job_rows(self.procs.db):
+            if not row["finished_at"]:
+                calls = int(row["api_calls"])
+                self.cut_off += calls - self._seen.get(str(row["id"]), 0)
+                self._seen[str(row["id"])] = calls
         await self.procs.start()
 
 
