@@ -95,7 +95,11 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
     port: int = Field(3000, ge=0, le=65535, validation_alias="PORT")
     slack_thread_replies: bool = Field(False, validation_alias="SLACK_THREAD_REPLIES")
-    slack_file_hosts: str = Field("files.slack.com", validation_alias="SLACK_FILE_HOSTS")
+    # Slack's file hosts: commercial, education, GovSlack, and Enterprise org hosts
+    slack_file_hosts: str = Field(
+        "files.slack.com,files-edu.slack.com,files.slack-gov.com,.enterprise.slack.com",
+        validation_alias="SLACK_FILE_HOSTS",
+    )
 
     # Discord
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")

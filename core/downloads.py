@@ -10,6 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from core.errors import UserFacingError
+from core.images import printable_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ async def download(
     max_bytes: int,
     headers: Mapping[str, str] | None = None,
     source: str = "the chat service",
+    hosts_setting: str | None = None,
 ) -> bytes:
     """The body at `url`, refused before it is complete when it grows past `max_bytes`.
 
@@ -57,10 +59,15 @@ async def download(
     limit_text = f"{max_bytes / 1_000_000:g} MB"
     for _hop in range(MAX_REDIRECTS + 1):
         if not host_allowed(url, allowed_hosts):
-            log.warning("refused a download outside the file hosts: %s", urlsplit(url).hostname)
+            host = urlsplit(url).hostname or "an unknown host"
+            log.warning("refused a download outside the file hosts: %s", host)
+            # the host may be the platform's own and merely missing from the setting
+            fix = f"; if that is {source}'s, an admin can add it to {hosts_setting}" * bool(
+                hosts_setting
+            )
             raise UserFacingError(
                 f"I only download attachments from {source}'s own file servers, so I skipped "
-                f"`{name}`."
+                f"`{name}`, which is on `{printable_name(host)}`{fix}."
             )
         try:
             async with client.stream("GET", url, headers=dict(headers or {})) as response:

@@ -50,6 +50,7 @@ async def fetch(
             allowed_hosts=hosts,
             max_bytes=settings.max_attachment_bytes,
             source="Discord",
+            hosts_setting="DISCORD_FILE_HOSTS",
         )
         return Attachment(name=name, data=data)
 

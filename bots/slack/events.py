@@ -11,8 +11,9 @@ from bots.slack.target import Target
 from core.jobs import Attachment, Request
 
 PLATFORM = "slack"
-# Plain messages and messages with files; edits, deletions, joins and the rest are not requests.
-ACCEPTED_SUBTYPES = (None, "file_share")
+# What people write: plain messages, with files, "Also send to channel" replies and /me
+# messages. Edits, deletions, joins and the rest are not requests.
+ACCEPTED_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
 SUBCOMMANDS = ("help", "settings", "usage")
 
 _MARKUP = re.compile(r"<([^<>\n]*)>")

@@ -54,6 +54,7 @@ async def download_attachments(
             max_bytes=max_bytes,
             headers={"Authorization": f"Bearer {token}"},
             source="Slack",
+            hosts_setting="SLACK_FILE_HOSTS",
         )
         attachments.append(Attachment(name=file.name, data=data))
     return tuple(attachments)

@@ -113,6 +113,19 @@ def test_file_shares_are_requests() -> None:
     )
 
 
+def test_a_mention_sent_also_to_the_channel_or_as_a_me_message_is_a_request() -> None:
+    broadcast = _event(
+        type="app_mention",
+        subtype="thread_broadcast",
+        text=f"<@{BOT}> at dusk",
+        thread_ts="50.0",
+    )
+    route = route_message(broadcast, BOT, thread_replies=False)
+    assert route is not None and route.thread_ts == "50.0" and route.reply_to == "C1:50.0"
+    me = _event(subtype="me_message", text=f"<@{BOT}> a waving cat")
+    assert route_message(me, BOT, thread_replies=False) is not None
+
+
 def test_app_mention_and_message_for_one_message_share_an_idempotency_key() -> None:
     mention = _event(type="app_mention", text=f"<@{BOT}> a cat")
     message = _event(text=f"<@{BOT}> a cat")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core.config import Settings
 from core.downloads import MAX_REDIRECTS, download, host_allowed
 from core.errors import UserFacingError
 from tests.bots.test_discord_harness import USER, discord_server, png, replies_to, running_bot
@@ -115,6 +116,25 @@ def test_whenever_a_url_is_allowed_the_http_client_connects_to_that_same_host(ur
     # and still send the token elsewhere
     if host_allowed(url, SLACK):
         assert httpx.URL(url).host == "files.slack.com"
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://files.slack.com/files-pri/T1-F1/a.png", True),
+        ("https://files-edu.slack.com/files-pri/T1-F1/a.png", True),
+        ("https://files.slack-gov.com/files-pri/T1-F1/a.png", True),
+        ("https://acme.enterprise.slack.com/files-pri/E1-F1/a.png", True),
+        ("https://slack.com.evil.com/files-pri/T1-F1/a.png", False),
+        ("https://evil-enterprise.slack.com/a.png", False),
+        ("https://files.slack-gov.com.evil.com/a.png", False),
+    ],
+)
+def test_slacks_default_file_hosts_cover_education_gov_and_enterprise(
+    url: str, allowed: bool
+) -> None:
+    default = str(Settings.model_fields["slack_file_hosts"].default)
+    assert host_allowed(url, Settings.split(default)) is allowed
 
 
 def test_plain_http_is_refused_for_the_production_file_hosts() -> None:
