@@ -67,7 +67,8 @@ class SlackDelivery:
             error = str(exc.response.get("error"))
             if error in NOT_A_MEMBER:
                 raise UserFacingError(
-                    messages.not_in_channel(self.bot_name), detail=f"chat.postMessage: {error}"
+                    messages.not_in_channel(self.bot_name, target.channel),
+                    detail=f"chat.postMessage: {error}",
                 ) from None
             raise UserFacingError(
                 messages.POST_FAILED, detail=f"chat.postMessage: {error}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 import httpx
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import messages
@@ -17,9 +18,44 @@ from core.jobs import Attachment, ResultImage
 ALT_TEXT_CHARS = 1000  # Slack's limit for alt_txt
 
 
+async def complete_files(
+    client: AsyncWebClient, files: Sequence[SlackFile]
+) -> tuple[SlackFile, ...]:
+    """The files as they can be used: stubs completed with files.info (Slack Connect), and
+    a clear refusal for those Slack will not hand over."""
+    completed = []
+    for file in files:
+        if file.file_access == "check_file_info":
+            try:
+                answer = await client.files_info(file=file.id)
+            except SlackApiError as exc:
+                error = exc.response.get("error", "")
+                raise UserFacingError(
+                    messages.file_not_shared(printable_name(file.name)),
+                    detail=f"files.info for a Slack Connect file stub: {error}",
+                ) from None
+            file = SlackFile.model_validate(answer.get("file") or {"id": file.id})
+        _check_available(file)
+        completed.append(file)
+    return tuple(completed)
+
+
+def _check_available(file: SlackFile) -> None:
+    name = printable_name(file.name)
+    if file.mode == "hidden_by_limit":
+        raise UserFacingError(messages.file_hidden_by_limit(name), detail="file hidden_by_limit")
+    if file.mode == "tombstone":
+        raise UserFacingError(messages.file_deleted(name), detail="file tombstone")
+    if file.mode == "external":
+        raise UserFacingError(
+            messages.file_external(name, file.external_type), detail="external file"
+        )
+
+
 def check_images(files: Sequence[SlackFile]) -> None:
     """Refuse anything that is not an image before downloading a byte of it."""
     for file in files:
+        _check_available(file)
         if not file.mimetype.startswith("image/"):
             raise UserFacingError(
                 messages.not_an_image(printable_name(file.name), file.mimetype),

@@ -185,7 +185,13 @@ def addressed(user_id: str, text: str) -> str:
     return f"<@{user_id}> {text}"
 
 
-def not_in_channel(bot_name: str) -> str:
+def not_in_channel(bot_name: str, channel: str) -> str:
+    if channel.startswith("D"):
+        # a DM between people: nobody can invite the bot into it
+        return (
+            "I can't post in a direct message between other people: send me a DM, "
+            f"or mention @{bot_name} in a channel I'm in."
+        )
     return (
         f"I'm not a member of this conversation, so I can't post here: type "
         f"`/invite @{bot_name}` in the channel (or talk to me in a DM), then try again."
@@ -242,6 +248,32 @@ def not_an_image(name: str, mimetype: str) -> str:
     return (
         f"I can only use images as references, and `{name}`{kind} is not one: "
         "attach a PNG, JPEG, WebP or GIF."
+    )
+
+
+def file_not_shared(name: str) -> str:
+    return (
+        f"Slack would not let me see `{name}`, shared from another organisation: "
+        "download it and attach it here yourself."
+    )
+
+
+def file_hidden_by_limit(name: str) -> str:
+    return (
+        f"Slack hides `{name}` because it is past the free plan's file history limit: "
+        "attach the image again."
+    )
+
+
+def file_deleted(name: str) -> str:
+    return f"`{name}` was deleted from Slack: attach the image again."
+
+
+def file_external(name: str, service: str) -> str:
+    where = f" on {service.replace('_', ' ').title()}" if service else " elsewhere"
+    return (
+        f"`{name}` is a link to a file kept{where}, which I cannot open: "
+        "attach the image itself."
     )
 
 

@@ -41,7 +41,7 @@ class Modals:
         catalog = self.ctx.service.catalog
         try:
             saved = await self.ctx.service.set_user_defaults(
-                PLATFORM, submission.team.id, submission.user.id, wanted
+                PLATFORM, submission.workspace, submission.user.id, wanted
             )
         except UserFacingError as exc:
             field = _field_of(exc.message, wanted)
@@ -77,7 +77,7 @@ class Modals:
         job_id = submission.view.private_metadata
         prompt, _ = parse(text)
         check_prompt(prompt, self.ctx.settings.max_prompt_chars)
-        job = await self.ctx.service.job_for(PLATFORM, submission.team.id, job_id)
+        job = await self.ctx.service.job_for(PLATFORM, submission.workspace, job_id)
         return job, text
 
     @property
@@ -96,7 +96,7 @@ class EditForm:
 
     async def accept(self, body: dict[str, Any]) -> str | None:
         submission = ViewSubmission.model_validate(body)
-        return view_key(submission.team.id, submission.view.id)
+        return view_key(submission.workspace, submission.view.id)
 
     async def run(self, body: dict[str, Any]) -> None:
         submission = ViewSubmission.model_validate(body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class _Payload(BaseModel):
@@ -28,14 +28,23 @@ class SlashCommand(_Payload):
 
 
 class SlackFile(_Payload):
-    """A file shared with a message."""
+    """A file shared with a message.
+
+    Not every file arrives whole: in Slack Connect channels a file can be a stub
+    (`file_access: check_file_info`) to complete with files.info; `mode` says when it is
+    hidden by the free plan's limit (`hidden_by_limit`), deleted (`tombstone`) or a link to
+    another service (`external`).
+    """
 
     id: str
     name: str = "attachment"
     mimetype: str = ""
     size: int = 0
+    mode: str | None = None
+    file_access: str | None = None
     url_private: str | None = None
     url_private_download: str | None = None
+    external_type: str = ""
 
 
 class MessageEvent(_Payload):
@@ -54,12 +63,24 @@ class MessageEvent(_Payload):
     files: tuple[SlackFile, ...] = ()
 
 
+class Authorization(_Payload):
+    team_id: str | None = None
+
+
 class EventCallback(_Payload):
     """The envelope around an event."""
 
     team_id: str
     event_id: str = ""
     event: dict[str, Any]
+    authorizations: tuple[Authorization, ...] = ()
+
+    @property
+    def workspace(self) -> str:
+        """The workspace that installed the bot: in a Slack Connect channel `team_id` can be
+        another organisation's, the authorization is the installation's own."""
+        first = self.authorizations[0].team_id if self.authorizations else None
+        return first or self.team_id
 
 
 class Team(_Payload):
@@ -106,6 +127,7 @@ class ViewState(_Payload):
 class View(_Payload):
     id: str
     callback_id: str = ""
+    app_installed_team_id: str | None = None
     private_metadata: str = ""
     state: ViewState = ViewState()
 
@@ -125,10 +147,23 @@ class View(_Payload):
 class ViewSubmission(_Payload):
     """A modal's Submit."""
 
-    team: Team
+    team: Team | None = None
     user: UserRef
     trigger_id: str = ""
     view: View
+
+    @model_validator(mode="after")
+    def _names_a_workspace(self) -> ViewSubmission:
+        if not (self.view.app_installed_team_id or self.team):
+            raise ValueError("a view submission names no workspace")
+        return self
+
+    @property
+    def workspace(self) -> str:
+        """The workspace that installed the bot and opened the form: `team` is the user's
+        own, another organisation's for an external user in a Slack Connect channel."""
+        installed = self.view.app_installed_team_id
+        return installed or (self.team.id if self.team else "")
 
 
 class AuthTest(_Payload):

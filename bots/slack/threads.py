@@ -18,7 +18,7 @@ from bots.slack.events import (
     message_request,
     route_message,
 )
-from bots.slack.files import download_attachments
+from bots.slack.files import complete_files, download_attachments
 from bots.slack.payloads import EventCallback, MessageEvent
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Threads:
         )
         if route is None or event.user is None:
             return None
-        return envelope.team_id, event, route
+        return envelope.workspace, event, route
 
     async def accept(self, body: dict[str, Any]) -> str | None:
         read = self._read(body)
@@ -100,7 +100,7 @@ class Threads:
             return
         attachments = await download_attachments(
             ctx.http,
-            event.files,
+            await complete_files(ctx.client, event.files),
             token=ctx.token,
             hosts=ctx.settings.split(ctx.settings.slack_file_hosts),
             max_bytes=ctx.settings.max_attachment_bytes,

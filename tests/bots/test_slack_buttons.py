@@ -125,6 +125,29 @@ async def test_edit_opens_a_modal_and_its_submission_continues_from_the_image(
         assert any("inlineData" in p for p in body_sent["contents"][1]["parts"])
 
 
+async def test_an_external_slack_connect_users_edit_form_finds_the_image(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        status = await _first_image(slack)
+        await slack.click("imagebot.edit", status=status, user="U7")
+        [opened] = await slack.fake.wait_for_call("views.open")
+        typed = {"instruction": {"text": {"type": "plain_text_input", "value": "add fog"}}}
+        # `team` is the user's own organisation; the installation is the view's
+        form = slack.fake.view_submission_payload(
+            opened.response["view"]["id"], user_id="U7", values=typed, user_team="T0PARTNER"
+        )
+        assert form["team"]["id"] != form["view"]["app_installed_team_id"]
+        accepted, body, _ = await slack.post(
+            slack.fake.view_submission_body(
+                opened.response["view"]["id"], user_id="U7", values=typed, user_team="T0PARTNER"
+            )
+        )
+        assert (accepted, body) == (200, b"")
+        await slack.final(await slack.status_posted(2))
+        assert _user_texts(fake_gemini, 1) == [["a lighthouse at dusk"], ["add fog"]]
+
+
 async def test_only_the_requester_can_delete_and_delete_removes_message_and_files(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

@@ -116,6 +116,23 @@ async def test_a_channel_without_the_bot_gets_the_invite_fix_and_the_job_ends_fa
         assert not fake_gemini.requests
 
 
+async def test_imagine_in_a_dm_between_two_people_says_what_works_instead_of_invite(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        # the bot is not in a DM between two people; Slack answers channel_not_found
+        slack.fake.fail_next("chat.postMessage", error="channel_not_found")
+        command = slack.fake.slash_command_payload(
+            "a fox", user_id="U1", channel_id="D0TWOPEOPLE", channel_name="directmessage"
+        )
+        await slack.post((urlencode(command).encode(), "application/x-www-form-urlencoded"))
+
+        told = await _ephemeral(slack)
+        assert "/invite" not in told["text"]
+        assert "send me a DM" in told["text"] and "mention @imagebot" in told["text"]
+        assert not fake_gemini.requests
+
+
 async def test_help_lists_the_options_and_every_model(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

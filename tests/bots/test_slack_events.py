@@ -15,7 +15,7 @@ from bots.slack.events import (
     route_message,
     subcommand,
 )
-from bots.slack.payloads import MessageEvent, SlashCommand
+from bots.slack.payloads import EventCallback, MessageEvent, SlashCommand
 from bots.slack.target import Target
 from core.jobs import Attachment
 
@@ -197,3 +197,16 @@ def test_recent_keys_drop_repeats_and_forget_the_oldest() -> None:
     recent = RecentKeys(capacity=2)
     assert [recent.claim(k) for k in ("a", "a", "b", "c")] == [True, False, True, True]
     assert recent.claim("a") is True  # forgotten once capacity was passed
+
+
+def test_an_event_in_a_slack_connect_channel_belongs_to_the_installing_workspace() -> None:
+    # team_id can be the other organisation's; the authorization is the installation's own
+    shared = EventCallback.model_validate(
+        {
+            "team_id": "T0PARTNER",
+            "event": {},
+            "authorizations": [{"team_id": "T0OURS", "is_bot": True}],
+        }
+    )
+    assert shared.workspace == "T0OURS"
+    assert EventCallback.model_validate({"team_id": "T1", "event": {}}).workspace == "T1"

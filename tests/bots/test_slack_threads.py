@@ -6,6 +6,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.bots.test_slack_app import Running, png_bytes, running
 from tests.fakes.gemini import FakeGemini
 
@@ -182,5 +184,49 @@ async def test_an_attachment_from_outside_slacks_file_hosts_gets_a_clear_reply(
         assert "Slack's own file servers" in reply["text"]
         # the host may be Slack's and missing from the setting: the admin's fix is named
         assert "`127.0.0.1`" in reply["text"] and "SLACK_FILE_HOSTS" in reply["text"]
+        assert not slack.fake.downloads
+        assert await slack.job_count() == 0
+
+
+async def test_a_slack_connect_file_stub_is_completed_with_files_info_and_used(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        hosted = slack.fake.add_file(png_bytes(64, 48), name="shared.png", mimetype="image/png")
+        # what an event in a Slack Connect channel carries instead of the file
+        stub = {"id": hosted["id"], "mode": "file_access", "file_access": "check_file_info"}
+        mention = slack.fake.app_mention_event("in this style", channel="C1", files=[stub])
+        await slack.event(mention)
+        await slack.final(await slack.status_posted())
+
+        [info] = slack.fake.calls_to("files.info")
+        assert info.params["file"] == hosted["id"]
+        parts = _contents(fake_gemini, 0)[-1]["parts"]
+        [image] = [p["inlineData"] for p in parts if "inlineData" in p]
+        assert base64.b64decode(image["data"]) == png_bytes(64, 48)
+
+
+@pytest.mark.parametrize(
+    ("file", "words"),
+    [
+        ({"id": "F0HIDDEN", "mode": "hidden_by_limit"}, "free plan's file history limit"),
+        ({"id": "F0GONE", "mode": "tombstone", "name": "old.png"}, "`old.png` was deleted"),
+        # a stub whose file Slack will not show the bot
+        (
+            {"id": "F0NOTHERE", "mode": "file_access", "file_access": "check_file_info"},
+            "would not let me see",
+        ),
+    ],
+)
+async def test_a_file_slack_will_not_hand_over_gets_a_sentence_saying_why(
+    tmp_path: Path, fake_gemini: FakeGemini, file: dict[str, Any], words: str
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        mention = slack.fake.app_mention_event("like this", channel="C1", files=[file])
+        await slack.event(mention)
+
+        reply = await _reply_containing(slack, words)
+        assert reply["thread_ts"] == mention["ts"]
+        assert "not one" not in reply["text"]
         assert not slack.fake.downloads
         assert await slack.job_count() == 0

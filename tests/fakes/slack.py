@@ -1070,8 +1070,12 @@ class FakeSlack:
         user_id: str,
         values: dict[str, dict[str, dict[str, Any]]] | None = None,
         trigger_id: str | None = None,
+        user_team: str | None = None,
     ) -> dict[str, Any]:
-        """A view_submission of `view` (an id from `views`, or a view dict) with state values."""
+        """A view_submission of `view` (an id from `views`, or a view dict) with state values.
+
+        `user_team` makes the user an external one (Slack Connect): `team` is then the user's
+        own organisation and only `view.app_installed_team_id` names the installation."""
         current = self.views[view] if isinstance(view, str) else view
         submitted = {
             "id": current.get("id") or self._next_id("V"),
@@ -1084,13 +1088,15 @@ class FakeSlack:
             "hash": current.get("hash", secrets.token_hex(8)),
             "app_id": self.app_id,
             "bot_id": self.bot_id,
+            "app_installed_team_id": self.team_id,
             **{k: v for k, v in current.items() if k not in ("state",)},
             "state": {"values": values or {}},
         }
+        team = user_team or self.team_id
         return {
             "type": "view_submission",
-            "team": {"id": self.team_id, "domain": TEAM_DOMAIN},
-            "user": self._user_ref(user_id),
+            "team": {"id": team, "domain": TEAM_DOMAIN if team == self.team_id else "partner"},
+            "user": {**self._user_ref(user_id), "team_id": team},
             "api_app_id": self.app_id,
             "token": "verification-token",
             "trigger_id": trigger_id or self._new_trigger_id(),
