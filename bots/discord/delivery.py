@@ -11,7 +11,10 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import discord
 
@@ -40,6 +43,93 @@ class Rendered:
 
     def discord_files(self) -> list[discord.File]:
         return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+
+    def without_embeds(self) -> Rendered:
+        """The same message with its cards written out as text (for when Embed Links is
+        denied); the image shows as a plain attachment."""
+        text = [self.content, *(messages.embed_as_text(embed) for embed in self.embeds)]
+        content = messages.clip("\n".join(t for t in text if t), messages.CONTENT_MAX)
+        return Rendered(content=content, files=self.files, view=self.view)
+
+    def edit_fields(self) -> dict[str, Any]:
+        return {
+            "content": self.content,
+            "embeds": self.embeds,
+            "attachments": self.discord_files(),
+            "view": self.view,
+            "allowed_mentions": NO_PING,
+        }
+
+    def send_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "content": self.content or None,
+            "embeds": self.embeds,
+            "files": self.discord_files(),
+            "allowed_mentions": NO_PING,
+        }
+        if self.view is not None:
+            fields["view"] = self.view
+        return fields
+
+
+Send = Callable[[Rendered], Awaitable[int]]
+
+
+class Undeliverable(Exception):
+    """No place could take the result: the log says why."""
+
+
+class _Gone(Exception):
+    """The place no longer exists (a deleted message, a dead token): try the next one."""
+
+
+class _MissingPermission(Exception):
+    """Discord refused the message for a permission the bot lacks in that channel."""
+
+
+class _CannotPost(Exception):
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"the bot lacks {permission}")
+        self.permission = permission
+
+
+# Discord's JSON error codes that say why a message could not be posted
+UNKNOWN_MESSAGE = 10008
+UNKNOWN_WEBHOOK = 10015
+MISSING_ACCESS = 50001
+CANNOT_DM = 50007
+MISSING_PERMISSIONS = 50013
+_CAUSES = {
+    UNKNOWN_MESSAGE: "the message was deleted",
+    UNKNOWN_WEBHOOK: "the interaction's webhook is gone",
+    MISSING_ACCESS: "the bot cannot see the channel (Missing Access)",
+    CANNOT_DM: "the user does not take DMs from the bot",
+    MISSING_PERMISSIONS: "a permission is denied to the bot in the channel",
+}
+
+
+def _cause(exc: discord.HTTPException) -> str:
+    if exc.status == 401:
+        return "the interaction's token expired"
+    return _CAUSES.get(exc.code, f"HTTP {exc.status}, code {exc.code}: {exc.text[:200]}")
+
+
+async def _attempt(send: Send, rendered: Rendered) -> int:
+    """One try at one place, its refusal sorted into what the caller does next."""
+    try:
+        return await send(rendered)
+    except discord.Forbidden as exc:
+        if exc.code == MISSING_PERMISSIONS:
+            raise _MissingPermission from None
+        if exc.code == MISSING_ACCESS:
+            raise _CannotPost("View Channel") from None
+        raise _Gone(_cause(exc)) from None
+    except discord.NotFound as exc:
+        raise _Gone(_cause(exc)) from None
+    except discord.HTTPException as exc:
+        if exc.status == 401:  # the token died early
+            raise _Gone(_cause(exc)) from None
+        raise
 
 
 class DiscordDelivery:
@@ -94,7 +184,7 @@ class DiscordDelivery:
             await self._webhook(target).edit_message(
                 _original(target), content=text, allowed_mentions=NO_PING
             )
-        elif target.message_id is not None:
+        elif target.message_id is not None and target.bot_can_post:
             await self._message(target, target.message_id).edit(
                 content=text, allowed_mentions=NO_PING
             )
@@ -129,36 +219,80 @@ class DiscordDelivery:
         return Rendered(embeds=[embed], files=files, view=view)
 
     async def _put(self, target: Target, rendered: Rendered) -> int:
-        """Show `rendered` in the job's message; a new message when that one is out of reach."""
+        """Show `rendered` in the job's message, or the next place that can take it: a
+        follow-up while the interaction's token lasts, a new message where the bot may
+        post, and last the requester's DMs. Each place gets the message without its card,
+        then without its image, before it is given up (a channel may deny the bot Embed
+        Links or Attach Files)."""
+        places: list[tuple[str, Send]] = []
         if target.token_usable(time.time()):
+            places.append(("the command's answer", partial(self._edit_original, target)))
+            places.append(("a follow-up", partial(self._follow_up, target)))
+        elif target.bot_can_post and target.message_id is not None:
+            places.append(("the progress message", partial(self._edit_message, target)))
+        if target.bot_can_post:
+            places.append(("a new message", partial(self._post_new, target)))
+        reason = messages.LATE
+        for where, send in places:
             try:
-                message = await self._webhook(target).edit_message(
-                    _original(target),
-                    content=rendered.content,
-                    embeds=rendered.embeds,
-                    attachments=rendered.discord_files(),
-                    view=rendered.view,
-                    allowed_mentions=NO_PING,
-                )
-                return message.id
-            except (discord.NotFound, discord.Forbidden) as exc:
-                log.warning("interaction response is gone (%s); posting a new message", exc.code)
-            except discord.HTTPException as exc:
-                if exc.status != 401:  # 401: the token died early
-                    raise
-        elif target.message_id is not None:
+                return await self._fitted(target, rendered, send, where)
+            except _Gone as exc:
+                log.warning("%s is out of reach (%s)", where, exc)
+            except _CannotPost as exc:
+                log.warning("cannot post %s: %s", where, exc)
+                reason = messages.cannot_post(exc.permission)
+                break
+        return await self._direct_message(target, rendered, reason)
+
+    async def _fitted(self, target: Target, rendered: Rendered, send: Send, where: str) -> int:
+        """Send the whole message; without its card when Embed Links is denied; without its
+        image when Attach Files is, saying so, with the image sent to the requester's DMs."""
+        try:
+            return await _attempt(send, rendered)
+        except _MissingPermission:
+            if not rendered.files and not rendered.embeds:
+                raise _CannotPost("Send Messages") from None
+        plain = rendered.without_embeds()
+        if rendered.embeds:
             try:
-                message = await self._message(target, target.message_id).edit(
-                    content=rendered.content,
-                    embeds=rendered.embeds,
-                    attachments=rendered.discord_files(),
-                    view=rendered.view,
-                    allowed_mentions=NO_PING,
-                )
-                return message.id
-            except (discord.NotFound, discord.Forbidden) as exc:
-                log.warning("progress message is gone (%s); posting a new message", exc.code)
-        return await self._post_new(target, rendered)
+                message_id = await _attempt(send, plain)
+            except _MissingPermission:
+                pass
+            else:
+                log.warning("%s: the bot lacks Embed Links; sent the image without its card", where)
+                return message_id
+        if not rendered.files:
+            raise _CannotPost("Send Messages")
+        log.warning("%s: the bot lacks Attach Files; sending the image by DM", where)
+        in_dm = await self._direct_message_quietly(target, rendered, messages.NOT_ATTACHED_HERE)
+        note = Rendered(
+            content=messages.clip(
+                f"{plain.content}\n\n{messages.not_attached(sent_by_dm=in_dm is not None)}",
+                messages.CONTENT_MAX,
+            ),
+            view=rendered.view,
+        )
+        try:
+            return await _attempt(send, note)
+        except _MissingPermission:
+            if in_dm is not None:
+                return in_dm
+            raise _CannotPost("Attach Files") from None
+
+    async def _edit_original(self, target: Target, rendered: Rendered) -> int:
+        message = await self._webhook(target).edit_message(
+            _original(target), **rendered.edit_fields()
+        )
+        return message.id
+
+    async def _follow_up(self, target: Target, rendered: Rendered) -> int:
+        message = await self._webhook(target).send(wait=True, **rendered.send_fields())
+        return message.id
+
+    async def _edit_message(self, target: Target, rendered: Rendered) -> int:
+        assert target.message_id is not None
+        message = await self._message(target, target.message_id).edit(**rendered.edit_fields())
+        return message.id
 
     async def _post_new(self, target: Target, rendered: Rendered) -> int:
         channel = self._client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
@@ -172,17 +306,34 @@ class DiscordDelivery:
             reference = discord.MessageReference(
                 message_id=answers, channel_id=target.channel_id, fail_if_not_exists=False
             )
-        kwargs = {"view": rendered.view} if rendered.view is not None else {}
         message = await channel.send(
-            content=content or None,
-            embeds=rendered.embeds,
-            files=rendered.discord_files(),
             reference=reference,  # type: ignore[arg-type]
-            allowed_mentions=NO_PING,
             mention_author=False,
-            **kwargs,
+            **{**rendered.send_fields(), "content": content or None},
         )
         return message.id
+
+    async def _direct_message(self, target: Target, rendered: Rendered, reason: str) -> int:
+        """The result in the requester's DMs, with why it is there; raises when they do not
+        take DMs from the bot (nothing else can reach them)."""
+        try:
+            channel = await self._client.create_dm(discord.Object(target.requester_id))
+            lead = messages.in_dm_instead(target.channel_id, target.guild_id, reason)
+            content = messages.clip(f"{lead}\n{rendered.content}".strip(), messages.CONTENT_MAX)
+            message = await channel.send(**{**rendered.send_fields(), "content": content})
+        except discord.HTTPException as exc:
+            raise Undeliverable(f"{reason} and no DM either ({_cause(exc)})") from None
+        log.info("delivered by DM instead: %s", reason)
+        return message.id
+
+    async def _direct_message_quietly(
+        self, target: Target, rendered: Rendered, reason: str
+    ) -> int | None:
+        try:
+            return await self._direct_message(target, rendered, reason)
+        except Undeliverable as exc:
+            log.warning("%s", exc)
+            return None
 
     def _webhook(self, target: Target) -> discord.Webhook:
         assert target.app_id is not None and target.token is not None

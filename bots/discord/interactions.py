@@ -320,6 +320,17 @@ def _target(interaction: discord.Interaction) -> Target:
         app_id=interaction.application_id,
         token=interaction.token,
         token_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_SECONDS,
+        bot_can_post=_bot_can_post(interaction),
+    )
+
+
+def _bot_can_post(interaction: discord.Interaction) -> bool:
+    """Whether the bot itself may post where the interaction happened: installed in the
+    server, or in its own DM with the user; not where only the user installed the app."""
+    return (
+        not interaction.is_user_integration()
+        or interaction.is_guild_integration()
+        or interaction.context.dm_channel
     )
 
 

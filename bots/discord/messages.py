@@ -20,7 +20,10 @@ FOOTER_MAX = 2000
 CONTENT_MAX = 2000
 INTERNAL = wording.INTERNAL
 ONLY_REQUESTER = "Only the person who asked for this image can delete it."
-EXPIRED = "Your image is ready, but the original message could not be updated, so here it is."
+LATE = (
+    "it finished after the 15 minutes Discord gives me to answer a command where I am not a member"
+)
+NOT_ATTACHED_HERE = "I may not attach files in that channel"
 
 # "@everyone", "@here", <@123>, <@!123>, <@&123>: shown as typed, never as a ping
 _MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>")
@@ -160,3 +163,38 @@ def too_big(name: str, size: int, limit: int) -> str:
         f"`{no_ping(printable_name(name))}` is {format_megabytes(size, up=True)}; the limit is "
         f"{format_megabytes(limit)}: send a smaller image."
     )
+
+
+# when the result cannot be shown where it was asked for
+
+
+def cannot_post(permission: str) -> str:
+    return f"I am missing the {permission} permission in that channel"
+
+
+def not_attached(*, sent_by_dm: bool) -> str:
+    where = (
+        "so I sent it to you in a DM"
+        if sent_by_dm
+        else "and I could not DM it to you either (your DMs are closed to me)"
+    )
+    return (
+        "⚠️ I made the image but may not attach files here (the **Attach Files** permission "
+        f"is denied to me in this channel), {where}. A server admin can allow it."
+    )
+
+
+def in_dm_instead(channel_id: int, guild_id: int | None, reason: str) -> str:
+    asked = f" in <#{channel_id}>" if guild_id is not None else ""
+    return f"Here is the image you asked for{asked}: {reason}, so it comes to you here."
+
+
+def embed_as_text(embed: discord.Embed) -> str:
+    """A card written out as message text, for a channel that does not allow cards."""
+    lines = [f"**{embed.title}**"] if embed.title else []
+    if embed.description:
+        lines.append(embed.description)
+    lines.extend(f"**{f.name}:** {f.value}" for f in embed.fields)
+    if embed.footer.text:
+        lines.append(f"-# {embed.footer.text}")
+    return "\n".join(lines)

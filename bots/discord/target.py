@@ -28,6 +28,9 @@ class Target:
     app_id: int | None = None
     token: str | None = None
     token_expires_at: float | None = None
+    # False where only the interaction reaches the channel: the app installed to a user's
+    # account, used in a server or group DM the bot is not in
+    bot_can_post: bool = True
 
     def token_usable(self, now: float) -> bool:
         return (

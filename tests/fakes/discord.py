@@ -386,6 +386,11 @@ class FakeDiscord:
         self.identifies = 0
         self.resumes = 0
 
+        # channel overrides taking permissions from the bot: ATTACH_FILES, EMBED_LINKS, ...
+        self.denied: dict[int, set[str]] = {}
+        # users who do not take DMs from the bot (privacy settings, or a block)
+        self.closed_dms: set[int] = set()
+
         self._attachments: dict[int, StoredAttachment] = {}
         self._interactions: dict[int, _Interaction] = {}
         self._interactions_by_token: dict[str, _Interaction] = {}
@@ -608,6 +613,27 @@ class FakeDiscord:
         channel_id = snowflake()
         self.channels[channel_id] = self._text_channel(channel_id, name)
         return channel_id
+
+    def deny(self, channel_id: int, *permissions: str) -> None:
+        """A channel override taking `permissions` (ATTACH_FILES, EMBED_LINKS, SEND_MESSAGES)
+        from the bot: a message needing one is refused with 403 50013, as Discord does. Since
+        2024 interaction responses and follow-ups are held to ATTACH_FILES and EMBED_LINKS
+        too; SEND_MESSAGES does not apply to them."""
+        self.denied.setdefault(channel_id, set()).update(permissions)
+
+    def _check_permissions(
+        self, channel_id: int, body: JSON, files: Sequence[UploadedFile], *, webhook: bool
+    ) -> None:
+        channel = self.channels.get(channel_id) or {}
+        if channel.get("type") == 1 and int(channel["recipients"][0]["id"]) in self.closed_dms:
+            raise _ApiError(403, 50007, "Cannot send messages to this user")
+        denied = self.denied.get(channel_id, set())
+        if (
+            (not webhook and "SEND_MESSAGES" in denied)
+            or (body.get("embeds") and "EMBED_LINKS" in denied)
+            or (files and "ATTACH_FILES" in denied)
+        ):
+            raise _ApiError(403, 50013, "Missing Permissions")
 
     def add_dm_channel(self, user_id: int) -> int:
         """The DM channel between the bot and a user (made on first use)."""
@@ -949,10 +975,16 @@ class FakeDiscord:
         channel_id: int | None = None,
         guild_id: int | None = None,
         attachments: Mapping[str, JSON] | None = None,
+        user_install: bool = False,
+        age_seconds: float = 0.0,
     ) -> JSON:
         """INTERACTION_CREATE data for `/name` with options.
 
         `attachments` maps an attachment option's name to an object from `add_attachment`.
+        `user_install`: the command comes from the app installed to the user's account and
+        used where the bot is not a member (authorized by the user alone). `age_seconds`:
+        the interaction was created that long ago (its id carries the time), for tokens
+        near the end of their 15 minutes.
         """
         cid = channel_id or self.channel_id
         gid = guild_id if guild_id is not None else self._guild_of(cid)
@@ -979,7 +1011,19 @@ class FakeDiscord:
             data["guild_id"] = str(command_guild)
         if resolved:
             data["resolved"] = resolved
-        return self._interaction(2, data, user_id=user_id, channel_id=cid, guild_id=gid, name=name)
+        payload = self._interaction(
+            2, data, user_id=user_id, channel_id=cid, guild_id=gid, name=name
+        )
+        if user_install:
+            payload["authorizing_integration_owners"] = {"1": str(user_id)}
+            payload["context"] = 0 if gid is not None else 2
+        if age_seconds:
+            inter = self._interactions.pop(int(payload["id"]))
+            millis = int((time.time() - age_seconds) * 1000) - DISCORD_EPOCH_MS
+            inter.id = (millis << 22) | (next(_sequence) & 0x3FFFF)
+            self._interactions[inter.id] = inter
+            payload["id"] = str(inter.id)
+        return payload
 
     def interaction_component(
         self,
@@ -1284,6 +1328,12 @@ class FakeDiscord:
         _ensure_not_empty(edited)
         vars(msg).update(vars(edited))
         self._touch()
+
+    async def delete_message(self, message_id: int) -> None:
+        """Someone with Manage Messages deletes a message (the bot hears MESSAGE_DELETE)."""
+        msg = self.message(message_id)
+        self._delete_message(msg)
+        await self._echo_message("MESSAGE_DELETE", msg)
 
     def _delete_message(self, msg: StoredMessage) -> None:
         self.messages[msg.channel_id].remove(msg)
@@ -1615,6 +1665,7 @@ class FakeDiscord:
     def _add_routes(self, app: web.Application) -> None:
         api = [
             ("GET", "/users/@me", self._get_me),
+            ("GET", "/users/@me/guilds", self._get_my_guilds),
             ("POST", "/users/@me/channels", self._create_dm),
             ("GET", "/users/{user_id}", self._get_user),
             ("GET", "/oauth2/applications/@me", self._get_application),
@@ -1744,6 +1795,19 @@ class FakeDiscord:
 
     async def _get_me(self, request: web.Request) -> web.Response:
         return _json_response({**self.bot_user, "verified": True, "mfa_enabled": False})
+
+    async def _get_my_guilds(self, request: web.Request) -> web.Response:
+        # partial guilds, as Discord lists them; `permissions` is the bot's, as a string
+        guild = {
+            "id": str(self.guild_id),
+            "name": self._guild_rest_payload()["name"],
+            "icon": None,
+            "banner": None,
+            "owner": False,
+            "permissions": str(_BOT_PERMISSIONS),
+            "features": [],
+        }
+        return _json_response([guild])
 
     async def _get_user(self, request: web.Request) -> web.Response:
         user_id = _int_param(request, "user_id")
@@ -1905,7 +1969,9 @@ class FakeDiscord:
 
     async def _post_message(self, request: web.Request) -> web.Response:
         call: DiscordCall = request[_CALL]
-        msg = self._new_message(_int_param(request, "channel_id"), call.json or {}, call.files)
+        channel_id = _int_param(request, "channel_id")
+        self._check_permissions(channel_id, call.json or {}, call.files, webhook=False)
+        msg = self._new_message(channel_id, call.json or {}, call.files)
         await self._echo_message("MESSAGE_CREATE", msg)
         return _json_response(self._message_payload(msg))
 
@@ -1918,6 +1984,7 @@ class FakeDiscord:
         msg = self._message_in(_int_param(request, "channel_id"), _int_param(request, "message_id"))
         if msg.author_id != self.bot_user_id:
             raise _ApiError(403, 50005, "Cannot edit a message authored by another user")
+        self._check_permissions(msg.channel_id, call.json or {}, call.files, webhook=False)
         self._edit_message(msg, call.json or {}, call.files)
         await self._echo_message("MESSAGE_UPDATE", msg)
         return _json_response(self._message_payload(msg))
@@ -2044,6 +2111,7 @@ class FakeDiscord:
     async def _followup(self, request: web.Request) -> web.Response:
         call: DiscordCall = request[_CALL]
         inter = self._webhook_interaction(request)
+        self._check_permissions(inter.channel_id, call.json or {}, call.files, webhook=True)
         msg = self._new_message(inter.channel_id, call.json or {}, call.files)
         self._interaction_message(inter, msg)
         await self._echo_message("MESSAGE_CREATE", msg)
@@ -2060,6 +2128,7 @@ class FakeDiscord:
         call: DiscordCall = request[_CALL]
         inter = self._webhook_interaction(request)
         msg = self._webhook_message(inter, request.match_info["message_id"])
+        self._check_permissions(msg.channel_id, call.json or {}, call.files, webhook=True)
         self._edit_message(msg, call.json or {}, call.files)
         await self._echo_message("MESSAGE_UPDATE", msg)
         return _json_response(self._message_payload(msg))

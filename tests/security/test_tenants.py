@@ -75,6 +75,7 @@ def _as_team(payload: dict[str, Any], team: str) -> dict[str, Any]:
         payload["team"]["id"] = team
     if isinstance(payload.get("view"), dict):
         payload["view"]["team_id"] = team
+        payload["view"]["app_installed_team_id"] = team
     event = payload.get("event")
     if isinstance(event, dict):
         event["team"] = team
