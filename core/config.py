@@ -95,9 +95,11 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
     port: int = Field(3000, ge=0, le=65535, validation_alias="PORT")
     slack_thread_replies: bool = Field(False, validation_alias="SLACK_THREAD_REPLIES")
-    # Slack's file hosts: commercial, education, GovSlack, and Enterprise org hosts
+    # Slack's file hosts: commercial (and where Enterprise Grid redirects its downloads),
+    # education, GovSlack, and Enterprise org hosts
     slack_file_hosts: str = Field(
-        "files.slack.com,files-edu.slack.com,files.slack-gov.com,.enterprise.slack.com",
+        "files.slack.com,files-origin.slack.com,files-edu.slack.com,files.slack-gov.com,"
+        ".enterprise.slack.com",
         validation_alias="SLACK_FILE_HOSTS",
     )
 

@@ -136,6 +136,12 @@ class SlackApp:
         async def on_message(ack: Any, body: dict[str, Any]) -> None:
             await take(handlers["message"], body, ack)
 
+        # any other event an operator subscribed the app to: answered 200 and dropped, or
+        # Bolt would answer 404 and Slack would deliver it again and again
+        @app.event(re.compile(".*"))
+        async def on_other_event(ack: Any) -> None:
+            await ack()
+
         @app.action(re.compile(rf"^{re.escape(messages.ACTION_PREFIX)}"))
         async def on_button(ack: Any, body: dict[str, Any]) -> None:
             await take(handlers["click"], body, ack)

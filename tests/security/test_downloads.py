@@ -123,6 +123,8 @@ def test_whenever_a_url_is_allowed_the_http_client_connects_to_that_same_host(ur
     [
         ("https://files.slack.com/files-pri/T1-F1/a.png", True),
         ("https://files-edu.slack.com/files-pri/T1-F1/a.png", True),
+        # where Enterprise Grid redirects downloads from files.slack.com
+        ("https://files-origin.slack.com/files-pri/T1-F1/a.png", True),
         ("https://files.slack-gov.com/files-pri/T1-F1/a.png", True),
         ("https://acme.enterprise.slack.com/files-pri/E1-F1/a.png", True),
         ("https://slack.com.evil.com/files-pri/T1-F1/a.png", False),
