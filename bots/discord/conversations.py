@@ -65,9 +65,33 @@ def route(facts: MessageFacts, *, dms: bool, thread_messages: bool) -> Route | N
     return None
 
 
-def without_mention(content: str, bot_id: int) -> str:
-    """The text with the bot's mentions taken out."""
-    return re.sub(rf"<@!?{bot_id}>", " ", content).strip()
+def without_mention(content: str, bot_id: int, role_id: int | None = None) -> str:
+    """The text with the bot's mentions taken out (of its user, or of its own role)."""
+    role = rf"|<@&{role_id}>" if role_id is not None else ""
+    return re.sub(rf"<@!?{bot_id}>{role}", " ", content).strip()
+
+
+def _own_role(message: discord.Message) -> int | None:
+    """The role Discord made for the bot in this server (people's autocomplete offers it)."""
+    if message.guild is None:
+        return None
+    role = message.guild.self_role
+    return role.id if role is not None else None
+
+
+def _mentions_bot(message: discord.Message, bot_user: discord.ClientUser) -> bool:
+    role = _own_role(message)
+    return any(user.id == bot_user.id for user in message.mentions) or (
+        role is not None and role in message.raw_role_mentions
+    )
+
+
+def _what_it_says(message: discord.Message) -> tuple[str, list[discord.Attachment]]:
+    """Text and files; a forwarded message has none of its own, its snapshot carries them."""
+    if message.content or message.attachments or not message.message_snapshots:
+        return message.content, list(message.attachments)
+    snapshot = message.message_snapshots[0]
+    return snapshot.content, list(snapshot.attachments)
 
 
 def thread_name(text: str) -> str:
@@ -97,13 +121,14 @@ class Conversations:
             return  # our own messages come back as events too
         guild_id = message.guild.id if message.guild is not None else None
         tenant = tenant_of(guild_id, message.author.id)
+        content, attachments = _what_it_says(message)
         facts = MessageFacts(
             in_dm=guild_id is None,
-            mentions_bot=any(user.id == bot_user.id for user in message.mentions),
+            mentions_bot=_mentions_bot(message, bot_user),
             replies_to_bot=await self._replies_to_bot(message, bot_user, tenant),
             in_bot_thread=isinstance(message.channel, discord.Thread)
             and message.channel.owner_id == bot_user.id,
-            readable=bool(message.content or message.attachments),
+            readable=bool(content or attachments),
         )
         kind = route(
             facts,
@@ -119,7 +144,11 @@ class Conversations:
         if not is_allowed(self.access, place):
             log.info("user %s ignored in channel %s", message.author.id, message.channel.id)
             return
-        await self._handle(message, kind, without_mention(message.content, bot_user.id), tenant)
+        if message.flags.voice:
+            await _answer(message, messages.failure(messages.VOICE_MESSAGE))
+            return
+        text = without_mention(content, bot_user.id, _own_role(message))
+        await self._handle(message, kind, text, tenant, attachments)
 
     async def _replies_to_bot(
         self, message: discord.Message, bot_user: discord.ClientUser, tenant: str
@@ -127,6 +156,8 @@ class Conversations:
         reference = message.reference
         if reference is None or reference.message_id is None:
             return False
+        if reference.type == discord.MessageReferenceType.forward:
+            return False  # a forward points at its original, wherever that is
         resolved = reference.resolved
         if isinstance(resolved, discord.Message):
             return resolved.author.id == bot_user.id
@@ -138,7 +169,14 @@ class Conversations:
         job = await self.service.job_for_message(PLATFORM, tenant, str(reference.message_id))
         return job is not None
 
-    async def _handle(self, message: discord.Message, kind: Route, text: str, tenant: str) -> None:
+    async def _handle(
+        self,
+        message: discord.Message,
+        kind: Route,
+        text: str,
+        tenant: str,
+        attachments: list[discord.Attachment],
+    ) -> None:
         guild = message.guild
         target = Target(
             channel_id=message.channel.id,
@@ -173,7 +211,7 @@ class Conversations:
             reply_to=reply_to,
             target=target.to_dict(),
         )
-        held = Held.of("message", request, message.attachments, new_thread=new_thread)
+        held = Held.of("message", request, attachments, new_thread=new_thread)
         # Discord sends a message once, with nothing to acknowledge: it is kept in the store
         # as it arrives, so a crash before its job is stored (say while files download)
         # leaves it to the next process

@@ -24,6 +24,10 @@ LATE = (
     "it finished after the 15 minutes Discord gives me to answer a command where I am not a member"
 )
 NOT_ATTACHED_HERE = "I may not attach files in that channel"
+VOICE_MESSAGE = (
+    "I cannot listen to voice messages: type what you would like me to draw "
+    "(and attach images if you want me to work from them)."
+)
 
 # "@everyone", "@here", <@123>, <@!123>, <@&123>: shown as typed, never as a ping
 _MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>")

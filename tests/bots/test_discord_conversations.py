@@ -192,3 +192,79 @@ async def test_an_iphone_heic_photo_reaches_the_image_api_as_a_jpeg(
         assert (seen.format, seen.size) == ("JPEG", (48, 32))
         red, _, blue = seen.getpixel((24, 16))
         assert blue > 150 and red < 80  # the photo's colour, not a grey placeholder
+
+
+async def test_a_mention_of_the_bots_own_role_is_a_mention_of_the_bot(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        # whether Discord shows a role mention's text to a bot without the Message Content
+        # intent is not documented; the text is shown here, as with that intent
+        fake.enforce_message_content_intent = False
+        # Discord's autocomplete offers the bot's managed role as readily as the bot
+        said = fake.message_create(f"<@&{fake.bot_role_id}> a moth at noon", author_id=USER)
+        said["mention_roles"] = [str(fake.bot_role_id)]
+        await fake.dispatch("MESSAGE_CREATE", said)
+        result = await bot.reply_to(said)
+
+    assert result.embeds[0]["description"] == "a moth at noon"
+    assert texts(contents_of(fake_gemini)) == ["a moth at noon"]
+
+
+async def test_a_voice_message_to_the_bot_gets_a_sentence_not_a_request_for_words(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        dm = fake.add_dm_channel(USER)
+        voice = fake.add_attachment(b"OggS" + bytes(60), "voice-message.ogg", "audio/ogg")
+        said = fake.message_create("", author_id=USER, channel_id=dm, attachments=[voice])
+        said["flags"] = 8192  # IS_VOICE_MESSAGE
+        await fake.dispatch("MESSAGE_CREATE", said)
+        answer = await fake.wait_for_message(
+            lambda m: (m.message_reference or {}).get("message_id") == said["id"], channel_id=dm
+        )
+
+        counts = await bot.service.store.counts()
+
+    assert "cannot listen to voice messages" in answer.content
+    assert "Tell me what to do" not in answer.content
+    assert fake_gemini.requests == []
+    assert counts["jobs"] == 0
+
+
+async def test_an_image_forwarded_into_a_dm_is_used_from_its_snapshot(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        dm = fake.add_dm_channel(USER)
+        photo = fake.add_attachment(png(32, 24), "fwd.png", "image/png", channel_id=dm)
+        forward = fake.message_create("", author_id=USER, channel_id=dm)
+        # a forward has no text or files of its own: they come in its snapshot
+        forward["message_reference"] = {
+            "type": 1,
+            "message_id": "1234567890123",
+            "channel_id": "2345678901234",
+            "guild_id": str(fake.guild_id),
+        }
+        forward["message_snapshots"] = [
+            {
+                "message": {
+                    "type": 0,
+                    "content": "a kite over the dunes",
+                    "embeds": [],
+                    "attachments": [photo],
+                    "timestamp": "2026-11-29T12:00:00.000000+00:00",
+                    "edited_timestamp": None,
+                    "flags": 0,
+                    "mentions": [],
+                    "mention_roles": [],
+                }
+            }
+        ]
+        await fake.dispatch("MESSAGE_CREATE", forward)
+        result = await bot.reply_to(forward)
+
+    assert len(result.attachments) == 1
+    user_turn = contents_of(fake_gemini)[-1]
+    assert texts([user_turn]) == ["a kite over the dunes"]
+    assert inline_images([user_turn]) == [png(32, 24)]

@@ -148,6 +148,7 @@ def test_which_messages_are_requests_and_how_they_continue() -> None:
 def test_the_bots_mention_is_taken_out_of_the_prompt_and_threads_are_named_from_it() -> None:
     assert without_mention("<@7> a cat <@!7> --ar 1:1", 7) == "a cat   --ar 1:1"
     assert without_mention("<@8> hi", 7) == "<@8> hi"
+    assert without_mention("<@&70> a cat <@&71>", 7, role_id=70) == "a cat <@&71>"
     assert thread_name("a castle @everyone\nsecond line") == "a castle @\u200beveryone"
     assert thread_name("x" * 200).endswith("…") and len(thread_name("x" * 200)) == 90
 
