@@ -5,16 +5,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from bots.runner import UNREACHABLE, unreachable
+from core import doctor as health
 from core.config import ConfigError, Settings, load_settings
+from core.doctor import Check
 from core.errors import UserFacingError
-from core.runtime import configure_logging, open_service
+from core.runtime import catalog_from, configure_logging, open_service
 
 PLATFORMS = ("slack", "discord")
+
+CHAT_DESCRIPTION = """\
+A conversation with the image model in the terminal, like a thread in Slack or Discord:
+each line you type is a turn, and later lines change the last image ("now make it
+night-time"). Options such as --ar 16:9 --size 2K --model pro --text may stand anywhere in
+a line. Images are written to IMAGEBOT_OUTPUT_DIR (default out/) and their paths printed.
+
+  /attach PATH   add a reference image to your next message (a path in quotes works too)
+  /new           start a fresh conversation
+  /help          show these commands
+  /exit, /quit   leave; Ctrl-D (end of input) works too
+"""
+
+DOCTOR_DESCRIPTION = """\
+Checks, in order, that the settings load; that the image API accepts the key and provider
+and offers the configured model (by listing models, which costs nothing); that the database
+takes a write and its disk has room; and, for each platform whose token is set, that Slack or
+Discord accepts the credentials and the app is set up as the bot needs (scopes, intents,
+commands). One line per check: "✓ what", or "✗ what: the fix". Exits 0 when everything
+configured works, 1 otherwise.
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--out", type=Path, help="folder for the image files")
 
-    commands.add_parser("chat", help="a conversation in the terminal")
+    commands.add_parser(
+        "chat",
+        help="a conversation in the terminal",
+        description=CHAT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     run = commands.add_parser("run", help="run the chat adapters whose credentials are set")
     run.add_argument(
@@ -51,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="PLATFORM",
         help="slack and/or discord (default: every configured one)",
+    )
+
+    commands.add_parser(
+        "doctor",
+        help="check the settings, the image API, the database and each configured platform",
+        description=DOCTOR_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     sync = commands.add_parser("discord-sync", help="register the Discord slash commands")
@@ -114,7 +149,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _chat(settings: Settings) -> int:
-    from bots.shell.terminal import TerminalAdapter, run_chat
+    from bots.shell.terminal import TerminalAdapter, run_chat, stdin_lines
 
     async with open_service(settings) as service:
         adapter = TerminalAdapter(service, settings.output_dir, print)
@@ -122,18 +157,10 @@ async def _chat(settings: Settings) -> int:
         interactive = sys.stdin.isatty()
         await run_chat(
             adapter,
-            _stdin_lines(),
+            stdin_lines(interactive=interactive),
             prompt=(lambda: print("you> ", end="", flush=True)) if interactive else lambda: None,
         )
     return 0
-
-
-async def _stdin_lines() -> AsyncIterator[str]:
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            return
-        yield line
 
 
 async def _run(settings: Settings, wanted: Sequence[str]) -> int:
@@ -158,6 +185,57 @@ async def _discord_sync(settings: Settings, guild: int | None) -> int:
     where = f"in server {guild}" if guild else "in every server"
     print(f"Registered {', '.join('/' + name for name in names)} {where}.")
     return 0
+
+
+async def doctor(
+    load: Callable[[], Settings] = load_settings, write: Callable[[str], None] | None = None
+) -> int:
+    """`imagebot doctor`: one line per check as it completes; 0 when nothing failed."""
+    write = write or (lambda text: print(text, flush=True))
+    results: list[Check] = []
+    secrets: list[str] = []
+
+    def emit(checks: Iterable[Check]) -> None:
+        for check in checks:
+            results.append(check)
+            write(check.line(secrets))
+
+    try:
+        settings = load()
+        catalog = catalog_from(settings)
+    except ConfigError as exc:
+        emit(
+            [
+                Check.fail("settings", str(exc)),
+                Check.skip("image API, database, Slack and Discord", "the settings did not load"),
+            ]
+        )
+    else:
+        secrets.extend(health.secrets_of(settings))
+        emit([Check.ok(f"settings: {_settings_source()}")])
+        emit(await health.guarded("image API", health.image_api(settings, catalog)))
+        emit(await health.guarded("database", health.database(settings)))
+        from bots.discord import doctor as discord_doctor
+        from bots.slack import doctor as slack_doctor
+
+        emit(await health.guarded("Slack", slack_doctor.checks(settings)))
+        emit(await health.guarded("Discord", discord_doctor.checks(settings, catalog)))
+    write(health.summary(results))
+    return 1 if any(check.failed for check in results) else 0
+
+
+def _settings_source() -> str:
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    if env_file.is_file():
+        return f"read from the environment and {env_file.absolute()}"
+    return f"read from the environment (no {env_file} in {Path.cwd()})"
+
+
+def _load_quietly() -> Settings:
+    settings = load_settings()
+    # the SDKs' own warnings would come between the lines of the report
+    configure_logging(settings, quiet=True)
+    return settings
 
 
 def _fake_gemini(args: argparse.Namespace) -> int:
@@ -186,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fake-gemini":
             return _fake_gemini(args)
+        if args.command == "doctor":
+            return asyncio.run(doctor(_load_quietly))
         settings = load_settings()
         # the terminal commands keep their output to themselves unless a log level is set
         configure_logging(settings, quiet=args.command in ("generate", "chat"))
@@ -196,13 +276,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "discord-sync":
             return asyncio.run(_discord_sync(settings, args.guild))
         return asyncio.run(_run(settings, args.platforms))
-    except (ConfigError, UserFacingError) as exc:
+    except ConfigError as exc:
+        _stderr(f"imagebot: {exc}")
+        _stderr("Run `.venv/bin/imagebot doctor` to check every setting, each with its fix.")
+        return 1
+    except UserFacingError as exc:
         _stderr(f"imagebot: {exc}")
         return 1
     except UNREACHABLE as exc:
         _stderr(unreachable(exc))
         return 1
     except KeyboardInterrupt:
+        print(file=sys.stderr)  # past the ^C the terminal shows, for the shell's prompt
         return 130
 
 

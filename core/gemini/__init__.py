@@ -9,6 +9,7 @@ from core.gemini._errors import (
     GenerationBlocked,
     error_from_response,
 )
+from core.gemini._models import ListedModel, parse_model_list
 from core.gemini._responses import parse_response
 from core.gemini._types import (
     SKIP_SIGNATURE,
@@ -33,11 +34,13 @@ __all__ = [
     "ImageRequest",
     "ImageResult",
     "InlineImage",
+    "ListedModel",
     "Part",
     "RequestJSON",
     "Usage",
     "build_body",
     "encode_body",
     "error_from_response",
+    "parse_model_list",
     "parse_response",
 ]

@@ -14,12 +14,16 @@ import httpx
 
 from core import metrics
 from core.gemini._errors import (
+    BAD_ROOT_MESSAGE,
     GeminiError,
     _connect_seconds,
+    _one_line,
     _scrub,
+    _text,
     _transport_error,
     error_from_response,
 )
+from core.gemini._models import ListedModel, parse_model_list
 from core.gemini._responses import parse_response
 from core.gemini._types import (
     ImageRequest,
@@ -96,6 +100,54 @@ class GeminiClient:
 
     def url_for(self, model_id: str) -> str:
         return f"{self.base_url}/v1beta/models/{model_id}:generateContent"
+
+    @property
+    def models_url(self) -> str:
+        return f"{self.base_url}/v1beta/models"
+
+    async def list_models(
+        self, *, timeout_seconds: float = 10.0, max_pages: int = 10
+    ) -> list[ListedModel]:
+        """The models the server lists (`GET /v1beta/models`), for checking a setup: free
+        (nothing is generated), one try per page, no retries. Raises GeminiError with the
+        same sentence a generation would meet for a bad key, provider or root."""
+        headers = {**self.provider.auth_headers(self._api_key), "Accept": "application/json"}
+        models: list[ListedModel] = []
+        token: str | None = None
+        for _ in range(max_pages):
+            params = {"pageSize": "1000", **({"pageToken": token} if token else {})}
+            try:
+                response = await self._http.get(
+                    self.models_url, params=params, headers=headers, timeout=timeout_seconds
+                )
+                if response.status_code != 200:
+                    raise self._list_error(response)
+                page, token = parse_model_list(response.content, provider=self.provider)
+            except httpx.TransportError as exc:
+                raise _scrub(_transport_error(exc, timeout_seconds), self._api_key) from exc
+            except GeminiError as exc:
+                raise _scrub(exc, self._api_key) from None
+            models.extend(page)
+            if token is None:
+                break
+        return models
+
+    def _list_error(self, response: httpx.Response) -> GeminiError:
+        if response.status_code == 404:
+            # whatever the body says, no list here means no API root here
+            return GeminiError(
+                BAD_ROOT_MESSAGE,
+                reason="bad_url",
+                status=404,
+                detail=f"HTTP 404 on GET {self.models_url}: {_one_line(_text(response.content))}",
+            )
+        return error_from_response(
+            response.status_code,
+            response.content,
+            response.headers,
+            model_id="",
+            provider=self.provider,
+        )
 
     async def generate(
         self,

@@ -54,6 +54,18 @@ _SERVED_IDS = {
     | {"gemini-3.1-flash-image-preview", "gemini-3-pro-image-preview", "gemini-2.5-flash-image"},
 }
 _SERVED_IDS["any"] = _SERVED_IDS["proxy"]
+# GET /v1beta/models: Google lists its text, embedding and Imagen models beside the image ones
+_LIST_PATH = "/v1beta/models"
+_IMAGE_METHODS = ("generateContent", "countTokens", "batchGenerateContent")
+_OTHER_MODELS = {
+    "gemini-2.5-flash": ("generateContent", "countTokens", "createCachedContent"),
+    "gemini-embedding-001": ("embedContent", "countTextTokens", "countTokens"),
+    "imagen-4.0-generate-001": ("predict",),
+}
+# How each dialect spells the list: Google's own shape; New-API's (Google's envelope, bare
+# names, no methods, all on one page); or OpenAI's, which some proxies send on every path.
+MODEL_LIST_SHAPES = ("google", "new-api", "openai")
+_DEFAULT_LIST_SHAPE = {"google": "google", "any": "google", "proxy": "new-api"}
 _SIZES_COMMON = {"1K": "1K", "2K": "2K", "4K": "4K"}
 _DIALECT_SIZES = {
     "google": {**_SIZES_COMMON, "512": "0.5K"},
@@ -325,6 +337,11 @@ class FakeGemini:
     With `photo` set to "jpeg" or "png", images are photo-like pictures of realistic byte size
     (rendered once per pixel size, then made unique per answer) instead of a flat colour with
     the prompt written on it.
+
+    `GET /v1beta/models` lists the models the dialect serves (plus a few that make no images),
+    after the same key checks, in the shape `model_list_shape` names (by default Google's for
+    "google" and "any", New-API's for "proxy"). Faults are consumed by it too; the no-image
+    ones have no effect there.
     """
 
     def __init__(
@@ -342,6 +359,7 @@ class FakeGemini:
             raise ValueError(f"photo must be one of {', '.join(PHOTO_FORMATS)}, not {photo!r}")
         self.api_key = api_key
         self.dialect = dialect
+        self.model_list_shape = _DEFAULT_LIST_SHAPE[dialect]
         self.latency = latency
         self.catalog = catalog or load_catalog()
         self.photo = photo
@@ -493,6 +511,8 @@ class FakeGemini:
                     return early
         try:
             self._check_auth(request)
+            if request.path.rstrip("/") == _LIST_PATH and request.method == "GET":
+                return self._model_list(request)
             model, model_id = self._check_route(request.method, request.path)
             checked = self._check_body(model, model_id, record.body)
         except _Rejected as rejected:
@@ -619,6 +639,40 @@ class FakeGemini:
                 "and their supported methods.",
             )
         return model, model_id
+
+    def _model_list(self, request: web.Request) -> web.Response:
+        listed = {name: _IMAGE_METHODS for name in _SERVED_IDS[self.dialect]} | _OTHER_MODELS
+        names = sorted(listed)
+        if self.model_list_shape == "openai":
+            data = [{"id": n, "object": "model", "created": 0, "owned_by": "google"} for n in names]
+            return web.json_response({"object": "list", "data": data, "success": True})
+        if self.model_list_shape == "new-api":
+            models = [{"name": n, "displayName": n} for n in names]
+            return web.json_response({"models": models, "nextPageToken": None})
+        try:
+            size = int(request.query.get("pageSize", "50"))
+            start = int(request.query.get("pageToken") or 0)
+        except ValueError:
+            raise _invalid("Invalid value for pageSize or pageToken.") from None
+        if size < 1 or start < 0:
+            raise _invalid("pageSize must be positive and pageToken one this server sent.")
+        page = names[start : start + min(size, 1000)]
+        body: dict[str, Any] = {
+            "models": [
+                {
+                    "name": f"models/{n}",
+                    "version": "001",
+                    "displayName": n.replace("-", " ").title(),
+                    "inputTokenLimit": 32768,
+                    "outputTokenLimit": 32768,
+                    "supportedGenerationMethods": list(listed[n]),
+                }
+                for n in page
+            ]
+        }
+        if start + len(page) < len(names):
+            body["nextPageToken"] = str(start + len(page))
+        return web.json_response(body)
 
     def _check_body(self, model: Model, model_id: str, body: bytes) -> _Checked:
         try:

@@ -149,6 +149,8 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.app_id = APP_ID
+        # what the x-oauth-scopes header of every Web API answer says the token was granted
+        self.scopes = BOT_SCOPES
 
         self.calls: list[SlackCall] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -414,7 +416,7 @@ class FakeSlack:
         )
         self.calls.append(call)
         self._notify()
-        headers["X-OAuth-Scopes"] = BOT_SCOPES
+        headers["X-OAuth-Scopes"] = self.scopes
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(

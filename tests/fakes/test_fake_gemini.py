@@ -520,3 +520,58 @@ async def test_thought_parts_sent_back_are_read_and_an_empty_signature_is_none(
     assert again.status_code == 200, again.text
     assert unsigned.status_code == 400
     assert "Image part is missing a thought_signature" in error_of(unsigned)["message"]
+
+
+# GET /v1beta/models
+
+
+async def list_models(
+    server: FakeGemini, headers: dict[str, str], params: dict[str, str] | None = None
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        return await client.get("/v1beta/models", headers=headers, params=params)
+
+
+async def test_google_lists_its_models_in_pages_with_their_methods(google: FakeGemini) -> None:
+    first = await list_models(google, {"x-goog-api-key": KEY}, {"pageSize": "3"})
+    rest = await list_models(
+        google, {"x-goog-api-key": KEY}, {"pageToken": first.json()["nextPageToken"]}
+    )
+
+    assert first.status_code == rest.status_code == 200
+    models = first.json()["models"] + rest.json()["models"]
+    assert "nextPageToken" not in rest.json()
+    methods = {m["name"]: m["supportedGenerationMethods"] for m in models}
+    assert "generateContent" in methods["models/gemini-3.1-flash-image"]
+    assert "models/gemini-3-pro-image" in methods
+    assert "models/gemini-3-pro-image-preview" not in methods  # shut down at Google
+    assert methods["models/imagen-4.0-generate-001"] == ["predict"]
+    assert [(r.method, r.path) for r in google.requests] == [("GET", "/v1beta/models")] * 2
+
+
+async def test_listing_checks_the_key_as_generating_does(google: FakeGemini) -> None:
+    bearer = await list_models(google, {"Authorization": f"Bearer {KEY}"})
+    wrong = await list_models(google, {"x-goog-api-key": "wrong"})
+
+    assert bearer.status_code == 401
+    assert "Expected OAuth 2 access token" in error_of(bearer)["message"]
+    assert wrong.status_code == 400 and error_of(wrong)["status"] == "INVALID_ARGUMENT"
+
+
+async def test_a_proxy_lists_in_new_api_shape_or_openai_shape(proxy: FakeGemini) -> None:
+    refused = await list_models(proxy, {"x-goog-api-key": KEY})
+    new_api = await list_models(proxy, {"Authorization": f"Bearer {KEY}"})
+    proxy.model_list_shape = "openai"
+    openai = await list_models(proxy, {"Authorization": f"Bearer {KEY}"})
+
+    assert refused.status_code == 401
+    assert new_api.json()["nextPageToken"] is None
+    names = [m["name"] for m in new_api.json()["models"]]
+    assert FLASH in names and PRO in names and FLASH_25 in names  # bare names, no methods
+    assert [m["id"] for m in openai.json()["data"]] == names
+
+
+async def test_posting_to_the_model_list_is_404(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1beta/models", json={})
+
+    assert response.status_code == 404
