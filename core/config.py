@@ -234,7 +234,11 @@ class Settings(BaseSettings):
 
 
 _WANTS = {
-    "GEMINI_API_KEY": "set it to the image API key (a Google AI Studio key, or a proxy's sk- key)",
+    "GEMINI_API_KEY": (
+        "set it to the image API key (a Google AI Studio key, or a proxy's sk- key); no key "
+        "yet? run `.venv/bin/imagebot fake-gemini &` and set GEMINI_BASE_URL="
+        "http://127.0.0.1:8765 with any key to try everything offline"
+    ),
     "SLACK_BOT_TOKEN": "set it to the app's xoxb- bot token",
     "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
     "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",

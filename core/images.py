@@ -29,8 +29,6 @@ FIT_DOWNSCALE_QUALITY = 85
 FIT_MIN_SIDE = 256
 NAME_MAX_CHARS = 60
 
-_ATTACH_HINT = "attach a PNG, JPEG, WebP or GIF."
-
 # Only these decoders ever see untrusted bytes. Pillow can open many more formats (EPS even
 # runs Ghostscript); sniffing first and naming the one plugin keeps that surface small.
 _PILLOW_FORMAT = {
@@ -55,6 +53,15 @@ _LABEL = {
     "image/heic": "HEIC",
     "image/heif": "HEIF",
 }
+
+def _formats() -> str:
+    labels = list(dict.fromkeys(_LABEL.values()))
+    return ", ".join(labels[:-1]) + f" or {labels[-1]}"
+
+
+# every format read is named, so the hint never turns away what would have worked
+ATTACH_HINT = f"attach a {_formats()} image."
+
 _EXTENSION = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -207,7 +214,7 @@ def check_reference_sync(
         )
     if not data:
         raise UserFacingError(
-            f"{shown} is an empty file, not an image: {_ATTACH_HINT}",
+            f"{shown} is an empty file, not an image: {ATTACH_HINT}",
             detail=f"reference {log_name}: 0 bytes",
         )
     mime = sniff_mime(data)
@@ -220,9 +227,9 @@ def check_reference_sync(
     if mime is None:
         kind = _describe_non_image(data)
         message = (
-            f"{shown} is {kind}, not an image: {_ATTACH_HINT}"
+            f"{shown} is {kind}, not an image: {ATTACH_HINT}"
             if kind
-            else f"{shown} is not an image I can read: {_ATTACH_HINT}"
+            else f"{shown} is not an image I can read: {ATTACH_HINT}"
         )
         raise UserFacingError(
             message, detail=f"reference {log_name}: no image signature, starts {data[:16]!r}"
@@ -295,7 +302,7 @@ def _check_pixels(size: tuple[int, int], shown: str, log_name: str, max_pixels: 
     width, height = size
     if width <= 0 or height <= 0:
         raise UserFacingError(
-            f"{shown} has no pixels ({width}x{height}): {_ATTACH_HINT}",
+            f"{shown} has no pixels ({width}x{height}): {ATTACH_HINT}",
             detail=f"reference {log_name}: size {width}x{height}",
         )
     if width * height > max_pixels:

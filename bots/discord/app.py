@@ -67,6 +67,10 @@ class ImageBotClient(discord.Client):
     """discord.py's client with our command tree, buttons and event handlers attached."""
 
     def __init__(self, *, intents: discord.Intents, **options: Any) -> None:
+        # the bot never joins a voice channel: discord.py's warnings about the voice
+        # libraries it lacks (PyNaCl, davey) would only worry whoever reads the log
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(intents=intents, allowed_mentions=NO_PING, **options)
         _drop_malformed_events(self._connection.parsers)
         self.tree = Tree(self)

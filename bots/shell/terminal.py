@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +23,8 @@ HELP = (
     "Options: --ar 16:9  --size 2K  --model pro  --temp 0.4  --text\n"
     "/attach PATH  add a reference image to your next message\n"
     "/new          start a fresh conversation\n"
-    "/quit         leave (end of input works too)"
+    "/help         show this again\n"
+    "/exit         leave (so do /quit, Ctrl-D and Ctrl-C)"
 )
 
 
@@ -112,6 +115,27 @@ class TerminalAdapter:
             thread_key=thread_key,
             attachments=tuple(attachments),
         )
+
+
+async def stdin_lines(*, interactive: bool) -> AsyncIterator[str]:
+    """Lines typed or piped in, read by a daemon thread: Ctrl-C at an idle prompt stops the
+    chat at once (a blocked read in the event loop's executor would hold the exit until the
+    next Enter). At Ctrl-D an interactive prompt is closed with a newline."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        while True:
+            line = sys.stdin.readline()
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+            if not line:
+                return
+
+    threading.Thread(target=read, name="imagebot-stdin", daemon=True).start()
+    while line := await lines.get():
+        yield line
+    if interactive:
+        print()
 
 
 def read_attachment(path_text: str) -> Attachment:

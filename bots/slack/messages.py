@@ -6,6 +6,7 @@ from typing import Any, TypedDict
 
 from core import wording
 from core.catalog import SIZES, Catalog
+from core.images import ATTACH_HINT
 from core.jobs import Job, UsageReport
 from core.options import Options, ResolvedOptions
 
@@ -247,7 +248,7 @@ def not_an_image(name: str, mimetype: str) -> str:
     kind = f" ({mimetype})" if mimetype else ""
     return (
         f"I can only use images as references, and `{name}`{kind} is not one: "
-        "attach a PNG, JPEG, WebP or GIF."
+        f"{ATTACH_HINT}"
     )
 
 

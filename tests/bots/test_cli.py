@@ -168,6 +168,25 @@ async def test_generate_with_a_missing_image_file_or_key_says_so_in_one_line(
     assert code == 1 and err.strip().startswith("imagebot: GEMINI_API_KEY is not set")
 
 
+async def test_make_run_from_a_fresh_env_file_names_doctor_and_the_offline_path(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    # what a newcomer does first: cp .env.example .env && make run
+    (tmp_path / ".env").write_text((REPO / ".env.example").read_text())
+    env = _env(tmp_path, fake_gemini)
+    for name in ("GEMINI_API_KEY", "GEMINI_BASE_URL", "DATABASE_URL"):
+        del env[name]
+    env["RUN_DIR"] = str(tmp_path)
+    code, out, err = await _run([*IMAGEBOT, "run"], env)
+
+    assert code == 1
+    assert "starting the terminal chat" in out
+    [problem, hint] = err.strip().splitlines()
+    assert problem.startswith("imagebot: GEMINI_API_KEY is not set")
+    assert "imagebot fake-gemini" in problem and "GEMINI_BASE_URL=http://127.0.0.1:8765" in problem
+    assert "`.venv/bin/imagebot doctor`" in hint
+
+
 async def test_a_three_turn_chat_sends_history_with_images_and_signatures(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,6 +282,25 @@ async def test_the_bot_identifies_without_message_content_and_registers_nothing_
         assert intents & INTENT_DIRECT_MESSAGES
         assert not intents & INTENT_MESSAGE_CONTENT
     assert fake.calls_to("PUT", r"/applications/\d+(/guilds/\d+)?/commands") == []
+
+
+def test_starting_the_client_warns_about_no_voice_library() -> None:
+    # a fresh interpreter: discord.py warns once per process, at the first client made
+    script = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "import discord\n"
+        "from bots.discord.app import ImageBotClient\n"
+        "ImageBotClient(intents=discord.Intents.default())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "PyNaCl" not in done.stderr and "davey" not in done.stderr, done.stderr
 
 
 async def test_thread_messages_ask_for_the_message_content_intent(

@@ -15,6 +15,7 @@ from PIL import Image, ImageFile, features
 from core.errors import UserFacingError
 from core.images import (
     ACCEPTED_MIME_TYPES,
+    ATTACH_HINT,
     MB,
     CheckedImage,
     check_reference,
@@ -30,7 +31,7 @@ from core.images import (
 
 MAX_BYTES = 20 * MB
 MAX_PIXELS = 50_000_000
-HINT = "attach a PNG, JPEG, WebP or GIF."
+HINT = ATTACH_HINT
 
 
 # --- making images ------------------------------------------------------------------------
@@ -609,3 +610,8 @@ async def test_fit_under_async_matches_the_sync_version() -> None:
     data = encode(noise(256, 256), "PNG", compress_level=1)
     fitted = await fit_under(data, "image/png", 150_000)
     assert len(fitted.data) <= 150_000 and fitted.note
+
+
+def test_the_attach_hint_names_every_format_that_is_read() -> None:
+    for label in ("PNG", "JPEG", "GIF", "WebP", "BMP", "TIFF", "AVIF", "HEIC"):
+        assert label in ATTACH_HINT

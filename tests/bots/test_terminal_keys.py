@@ -1,0 +1,95 @@
+"""The terminal chat at its idle prompt, as a person at a keyboard meets it: Ctrl-C leaves at
+once, Ctrl-D leaves the shell's next prompt on a line of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.bots.test_cli import IMAGEBOT, REPO, _env
+from tests.fakes.gemini import FakeGemini
+
+EXIT_SECONDS = 10.0
+
+
+async def _read_until(fd: int, marker: bytes, seen: bytearray) -> None:
+    """Reads the pty into `seen` until `marker` shows (the terminal is a byte stream)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(EXIT_SECONDS):
+        while marker not in seen:
+            chunk = await loop.run_in_executor(None, os.read, fd, 4096)
+            if not chunk:
+                raise AssertionError(f"output ended before {marker!r}: {bytes(seen)!r}")
+            seen.extend(chunk)
+
+
+def _chat_on_a_terminal(tmp_path: Path, gemini: FakeGemini) -> tuple[subprocess.Popen[bytes], int]:
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [*IMAGEBOT, "chat"],
+        cwd=REPO,
+        env=_env(tmp_path, gemini),
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        start_new_session=True,  # the pty becomes its terminal, as in a shell
+    )
+    os.close(child)
+    return process, main
+
+
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    return await asyncio.wait_for(asyncio.to_thread(process.wait), EXIT_SECONDS)
+
+
+def _drain(fd: int, seen: bytearray) -> None:
+    try:
+        while chunk := os.read(fd, 4096):
+            seen.extend(chunk)
+    except OSError:  # EIO: the other end closed
+        pass
+
+
+async def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    process, main = _chat_on_a_terminal(tmp_path, fake_gemini)
+    seen = bytearray()
+    try:
+        await _read_until(main, b"you> ", seen)
+        process.send_signal(signal.SIGINT)
+        code = await _exit_code(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _drain(main, seen)
+        os.close(main)
+
+    assert code == 130
+    assert b"Traceback" not in seen
+
+
+async def test_ctrl_d_at_the_idle_prompt_ends_the_line(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    process, main = _chat_on_a_terminal(tmp_path, fake_gemini)
+    seen = bytearray()
+    try:
+        await _read_until(main, b"you> ", seen)
+        os.write(main, b"\x04")  # Ctrl-D: end of input on a terminal
+        code = await _exit_code(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _drain(main, seen)
+        os.close(main)
+
+    assert code == 0
+    after_prompt = bytes(seen).rsplit(b"you> ", 1)[1]
+    assert after_prompt.startswith((b"\r\n", b"\n")), after_prompt
