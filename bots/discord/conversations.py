@@ -81,9 +81,29 @@ def _own_role(message: discord.Message) -> int | None:
 
 def _mentions_bot(message: discord.Message, bot_user: discord.ClientUser) -> bool:
     role = _own_role(message)
-    return any(user.id == bot_user.id for user in message.mentions) or (
-        role is not None and role in message.raw_role_mentions
+    return any(user.id == bot_user.id for user in message.mentions) or _mentions_role(message, role)
+
+
+def _mentions_role(message: discord.Message, role: int | None) -> bool:
+    # `mention_roles` is sent even when the text is not (the text holds the same ids)
+    return role is not None and (
+        role in message.raw_role_mentions or any(r.id == role for r in message.role_mentions)
     )
+
+
+def _is_voice(message: discord.Message) -> bool:
+    """A voice message, sent or forwarded (a forward carries the flag on its snapshot)."""
+    return message.flags.voice or any(s.flags.voice for s in message.message_snapshots)
+
+
+def _why_unreadable(message: discord.Message) -> str | None:
+    """Why a message with no text or files the bot can see still deserves an answer."""
+    if _mentions_role(message, _own_role(message)):
+        # without the Message Content intent its text may not be sent to the bot
+        return messages.ROLE_MENTION_UNREAD
+    if message.guild is None and message.stickers:
+        return messages.STICKER_ONLY
+    return None
 
 
 def _what_it_says(message: discord.Message) -> tuple[str, list[discord.Attachment]]:
@@ -122,13 +142,16 @@ class Conversations:
         guild_id = message.guild.id if message.guild is not None else None
         tenant = tenant_of(guild_id, message.author.id)
         content, attachments = _what_it_says(message)
+        readable = bool(content or attachments)
+        # nothing to read, yet plainly for the bot: answered with why, not with silence
+        unreadable = None if readable else _why_unreadable(message)
         facts = MessageFacts(
             in_dm=guild_id is None,
             mentions_bot=_mentions_bot(message, bot_user),
             replies_to_bot=await self._replies_to_bot(message, bot_user, tenant),
             in_bot_thread=isinstance(message.channel, discord.Thread)
             and message.channel.owner_id == bot_user.id,
-            readable=bool(content or attachments),
+            readable=readable or unreadable is not None,
         )
         kind = route(
             facts,
@@ -144,8 +167,9 @@ class Conversations:
         if not is_allowed(self.access, place):
             log.info("user %s ignored in channel %s", message.author.id, message.channel.id)
             return
-        if message.flags.voice:
-            await _answer(message, messages.failure(messages.VOICE_MESSAGE))
+        refusal = messages.VOICE_MESSAGE if _is_voice(message) else unreadable
+        if refusal is not None:
+            await _answer(message, messages.failure(refusal))
             return
         text = without_mention(content, bot_user.id, _own_role(message))
         await self._handle(message, kind, text, tenant, attachments)

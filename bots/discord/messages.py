@@ -24,6 +24,11 @@ LATE = (
     "it finished after the 15 minutes Discord gives me to answer a command where I am not a member"
 )
 NOT_ATTACHED_HERE = "I may not attach files in that channel"
+ROLE_MENTION_UNREAD = (
+    "I could not see the text of that message, which mentions my role rather than me: "
+    "mention me (the bot, not the role) and I will see what you wrote."
+)
+STICKER_ONLY = "I cannot draw from a sticker: type what you would like me to draw."
 VOICE_MESSAGE = (
     "I cannot listen to voice messages: type what you would like me to draw "
     "(and attach images if you want me to work from them)."

@@ -268,3 +268,30 @@ async def test_an_image_forwarded_into_a_dm_is_used_from_its_snapshot(
     user_turn = contents_of(fake_gemini)[-1]
     assert texts([user_turn]) == ["a kite over the dunes"]
     assert inline_images([user_turn]) == [png(32, 24)]
+
+
+async def test_messages_for_the_bot_with_nothing_to_read_get_a_sentence_not_silence(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        # a role mention reaches a bot without the Message Content intent without its text
+        by_role = fake.message_create(f"<@&{fake.bot_role_id}> a moth at noon", author_id=USER)
+        by_role["mention_roles"] = [str(fake.bot_role_id)]
+        await fake.dispatch("MESSAGE_CREATE", by_role)
+        dm = fake.add_dm_channel(USER)
+        sticker = fake.message_create("", author_id=USER, channel_id=dm)
+        sticker["sticker_items"] = [
+            {"id": "749053441527251087", "name": "Scared", "format_type": 3}
+        ]
+        await fake.dispatch("MESSAGE_CREATE", sticker)
+        answers = [
+            await fake.wait_for_message(
+                lambda m, said=said: (m.message_reference or {}).get("message_id") == said["id"]
+            )
+            for said in (by_role, sticker)
+        ]
+        counts = await bot.service.store.counts()
+
+    assert "mention me (the bot, not the role)" in answers[0].content
+    assert "cannot draw from a sticker" in answers[1].content
+    assert counts["jobs"] == 0
