@@ -54,6 +54,7 @@ _LABEL = {
     "image/heif": "HEIF",
 }
 
+
 def _formats() -> str:
     labels = list(dict.fromkeys(_LABEL.values()))
     return ", ".join(labels[:-1]) + f" or {labels[-1]}"

@@ -246,10 +246,7 @@ def usage_text(report: UsageReport, month: str) -> str:
 
 def not_an_image(name: str, mimetype: str) -> str:
     kind = f" ({mimetype})" if mimetype else ""
-    return (
-        f"I can only use images as references, and `{name}`{kind} is not one: "
-        f"{ATTACH_HINT}"
-    )
+    return f"I can only use images as references, and `{name}`{kind} is not one: {ATTACH_HINT}"
 
 
 def file_not_shared(name: str) -> str:
@@ -273,8 +270,7 @@ def file_deleted(name: str) -> str:
 def file_external(name: str, service: str) -> str:
     where = f" on {service.replace('_', ' ').title()}" if service else " elsewhere"
     return (
-        f"`{name}` is a link to a file kept{where}, which I cannot open: "
-        "attach the image itself."
+        f"`{name}` is a link to a file kept{where}, which I cannot open: attach the image itself."
     )
 
 
