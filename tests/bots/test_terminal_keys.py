@@ -4,10 +4,12 @@ once, Ctrl-D leaves the shell's next prompt on a line of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.bots.test_cli import IMAGEBOT, REPO, _env
@@ -27,7 +29,12 @@ async def _read_until(fd: int, marker: bytes, seen: bytearray) -> None:
             seen.extend(chunk)
 
 
-def _chat_on_a_terminal(tmp_path: Path, gemini: FakeGemini) -> tuple[subprocess.Popen[bytes], int]:
+@contextlib.contextmanager
+def _chat_on_a_terminal(
+    tmp_path: Path, gemini: FakeGemini
+) -> Iterator[tuple[subprocess.Popen[bytes], int, bytearray]]:
+    """`imagebot chat` with a pseudo-terminal as its keyboard and screen; what it printed is
+    gathered in the bytearray, and the process never outlives the test."""
     main, child = pty.openpty()
     process = subprocess.Popen(
         [*IMAGEBOT, "chat"],
@@ -39,36 +46,32 @@ def _chat_on_a_terminal(tmp_path: Path, gemini: FakeGemini) -> tuple[subprocess.
         start_new_session=True,  # the pty becomes its terminal, as in a shell
     )
     os.close(child)
-    return process, main
+    seen = bytearray()
+    try:
+        yield process, main, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        try:
+            while chunk := os.read(main, 4096):
+                seen.extend(chunk)
+        except OSError:  # EIO: the other end closed
+            pass
+        os.close(main)
 
 
 async def _exit_code(process: subprocess.Popen[bytes]) -> int:
     return await asyncio.wait_for(asyncio.to_thread(process.wait), EXIT_SECONDS)
 
 
-def _drain(fd: int, seen: bytearray) -> None:
-    try:
-        while chunk := os.read(fd, 4096):
-            seen.extend(chunk)
-    except OSError:  # EIO: the other end closed
-        pass
-
-
 async def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
-    process, main = _chat_on_a_terminal(tmp_path, fake_gemini)
-    seen = bytearray()
-    try:
+    with _chat_on_a_terminal(tmp_path, fake_gemini) as (process, main, seen):
         await _read_until(main, b"you> ", seen)
         process.send_signal(signal.SIGINT)
         code = await _exit_code(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        _drain(main, seen)
-        os.close(main)
 
     assert code == 130
     assert b"Traceback" not in seen
@@ -77,18 +80,10 @@ async def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
 async def test_ctrl_d_at_the_idle_prompt_ends_the_line(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
-    process, main = _chat_on_a_terminal(tmp_path, fake_gemini)
-    seen = bytearray()
-    try:
+    with _chat_on_a_terminal(tmp_path, fake_gemini) as (process, main, seen):
         await _read_until(main, b"you> ", seen)
         os.write(main, b"\x04")  # Ctrl-D: end of input on a terminal
         code = await _exit_code(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        _drain(main, seen)
-        os.close(main)
 
     assert code == 0
     after_prompt = bytes(seen).rsplit(b"you> ", 1)[1]
