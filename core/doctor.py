@@ -224,6 +224,8 @@ async def database(settings: Settings) -> list[Check]:
     existed = path.exists()
     try:
         store = await Store.open(path)
+    except ConfigError as exc:  # a file that is not a database: the sentence has the fix
+        return [Check.fail(f"database {path}", str(exc)), _disk(path)]
     except Exception as exc:
         return [
             Check.fail(

@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 
 from core import metrics
+from core.config import ConfigError
 from core.conversations import StoredPart, Turn
 from core.errors import StoreError
 from core.jobs import Job, UsageSummary
@@ -267,6 +268,21 @@ class Store:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            return await cls._set_up(db, path, clock)
+        except BaseException as exc:
+            await db.close()  # or its thread keeps the process alive
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise ConfigError(
+                    f"the database at {path} cannot be used ({exc}): point DATABASE_URL at "
+                    "another file, or move this one away"
+                ) from None
+            raise
+
+    @classmethod
+    async def _set_up(
+        cls, db: aiosqlite.Connection, path: Path | str, clock: Callable[[], float]
+    ) -> Store:
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")

@@ -168,6 +168,19 @@ async def test_generate_with_a_missing_image_file_or_key_says_so_in_one_line(
     assert code == 1 and err.strip().startswith("imagebot: GEMINI_API_KEY is not set")
 
 
+async def test_a_file_that_is_not_a_database_ends_in_one_line_not_a_hang(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    notes = tmp_path / "imagebot.sqlite3"
+    notes.write_bytes(b"these are notes, not a database\n" * 200)
+    code, _, err = await _run([*IMAGEBOT, "generate", "a fox"], _env(tmp_path, fake_gemini))
+
+    assert code == 1
+    assert err.startswith(f"imagebot: the database at {notes} cannot be used (file is not a")
+    assert "Traceback" not in err
+    assert notes.read_bytes().startswith(b"these are notes")
+
+
 async def test_make_run_from_a_fresh_env_file_names_doctor_and_the_offline_path(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:

@@ -340,20 +340,21 @@ async def test_an_unwritable_database_folder_fails_with_the_folder_to_fix(
     assert line(lines, "✓ disk space")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files anyway")
-async def test_a_read_only_database_file_refuses_the_write(
+async def test_a_database_path_holding_another_file_is_a_failure_with_the_fix(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
     settings = make_settings(tmp_path, fake_gemini)
-    assert (await run(settings))[0] == 0  # creates it
-    settings.sqlite_path.chmod(0o444)
-    tmp_path.chmod(0o555)
-    try:
-        code, lines = await run(settings)
-    finally:
-        tmp_path.chmod(0o755)
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.sqlite_path.write_bytes(b"these are notes, not a database\n" * 200)
+
+    code, lines = await run(settings)
+
     assert code == 1
-    assert line(lines, "✗ database")
+    assert line(lines, "✗ database") == (
+        f"✗ database {settings.sqlite_path}: the database at {settings.sqlite_path} cannot be "
+        "used (file is not a database): point DATABASE_URL at another file, or move this one away"
+    )
+    assert settings.sqlite_path.read_bytes().startswith(b"these are notes")  # left as it was
 
 
 async def test_a_nearly_full_disk_is_a_failure_with_the_fix(
