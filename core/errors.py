@@ -29,3 +29,8 @@ class StoreError(UserFacingError):
             "again in a few minutes (whoever runs the bot can see why on its /healthz page).",
             detail=detail,
         )
+
+
+class Undeliverable(Exception):
+    """An adapter found no place that takes a result (the reason says why); trying again
+    would not change that, so the service gives up at once."""

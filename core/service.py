@@ -17,7 +17,7 @@ from core import images, logs, metrics, quotas, wording
 from core.catalog import Catalog, Model
 from core.config import Settings
 from core.conversations import StoredPart, Turn, build_history
-from core.errors import StoreError, UserFacingError
+from core.errors import StoreError, Undeliverable, UserFacingError
 from core.gemini import GeminiClient, GeminiError, ImageRequest, ImageResult
 from core.jobs import (
     Adapter,
@@ -853,21 +853,22 @@ class Service:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                last = attempt == DELIVERY_ATTEMPTS
+                # nowhere takes it: another try would fail the same way
+                last = attempt == DELIVERY_ATTEMPTS or isinstance(exc, Undeliverable)
                 metrics.DELIVERY_FAILURES.labels(job.platform).inc()
                 log.warning(
                     "delivery attempt %d failed: %r",
                     attempt,
                     exc,
-                    exc_info=last,
+                    exc_info=last and not isinstance(exc, Undeliverable),
                 )
                 with contextlib.suppress(StoreError):  # the next attempt writes it again
                     await self.store.record_delivery(job, [], error=repr(exc)[:500], abandon=last)
                 if last:
                     await self._say_undeliverable(adapter, job)
-                else:
-                    delay = self._delivery_backoff * 2 ** (attempt - 1)
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                    return
+                delay = self._delivery_backoff * 2 ** (attempt - 1)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 continue
             log.info("delivered (%d messages)", len(keys))
             try:

@@ -85,9 +85,10 @@ def _mentions_bot(message: discord.Message, bot_user: discord.ClientUser) -> boo
 
 
 def _mentions_role(message: discord.Message, role: int | None) -> bool:
-    # `mention_roles` is sent even when the text is not (the text holds the same ids)
+    # `role_mentions` comes from the payload's mention_roles, which is sent even when the
+    # text is not; `raw_role_mentions` reads the text, for roles missing from the cache
     return role is not None and (
-        role in message.raw_role_mentions or any(r.id == role for r in message.role_mentions)
+        any(r.id == role for r in message.role_mentions) or role in message.raw_role_mentions
     )
 
 

@@ -21,6 +21,7 @@ import discord
 from bots.discord import components, messages
 from bots.discord.target import Target
 from core import images
+from core.errors import Undeliverable
 from core.jobs import Job, Outcome, Progress
 from core.service import Service
 
@@ -75,10 +76,6 @@ class Rendered:
 Send = Callable[[Rendered], Awaitable[int]]
 
 
-class Undeliverable(Exception):
-    """No place could take the result: the log says why."""
-
-
 class _Gone(Exception):
     """The place no longer exists (a deleted message, a dead token): try the next one."""
 
@@ -110,7 +107,7 @@ _CAUSES = {
 
 def _cause(exc: discord.HTTPException) -> str:
     if exc.status == 401:
-        return "the interaction's token expired"
+        return "the token was refused (an interaction's lasts 15 minutes)"
     return _CAUSES.get(exc.code, f"HTTP {exc.status}, code {exc.code}: {exc.text[:200]}")
 
 
@@ -219,20 +216,22 @@ class DiscordDelivery:
         return Rendered(embeds=[embed], files=files, view=view)
 
     async def _put(self, target: Target, rendered: Rendered) -> int:
-        """Show `rendered` in the job's message, or the next place that can take it: a
-        follow-up while the interaction's token lasts, a new message where the bot may
-        post, and last the requester's DMs. Each place gets the message without its card,
-        then without its image, before it is given up (a channel may deny the bot Embed
-        Links or Attach Files)."""
+        """Show `rendered` in the job's message, or the next place that can take it: the
+        same message edited with the bot's token (the interaction's may die early), a
+        follow-up while the token lasts, a new message where the bot may post, and last
+        the requester's DMs. Each place gets the message without its card, then without
+        its image, before it is given up (a channel may deny Embed Links or Attach Files)."""
         places: list[tuple[str, Send]] = []
-        if target.token_usable(time.time()):
+        token = target.token_usable(time.time())
+        if token:
             places.append(("the command's answer", partial(self._edit_original, target)))
+        if target.bot_can_post and target.message_id is not None:
+            places.append(("the job's message", partial(self._edit_message, target)))
+        if token:
             places.append(("a follow-up", partial(self._follow_up, target)))
-        elif target.bot_can_post and target.message_id is not None:
-            places.append(("the progress message", partial(self._edit_message, target)))
         if target.bot_can_post:
             places.append(("a new message", partial(self._post_new, target)))
-        reason = messages.LATE
+        reason = messages.LATE if not target.bot_can_post else messages.GONE_HERE
         for where, send in places:
             try:
                 return await self._fitted(target, rendered, send, where)
@@ -272,12 +271,17 @@ class DiscordDelivery:
             ),
             view=rendered.view,
         )
+        if in_dm is None:
+            try:
+                return await _attempt(send, note)
+            except _MissingPermission:
+                raise _CannotPost("Attach Files") from None
+        # the image is delivered: the note here is a courtesy, never a reason to send again
         try:
             return await _attempt(send, note)
-        except _MissingPermission:
-            if in_dm is not None:
-                return in_dm
-            raise _CannotPost("Attach Files") from None
+        except Exception as exc:
+            log.warning("%s: could not say the image went by DM: %r", where, exc)
+            return in_dm
 
     async def _edit_original(self, target: Target, rendered: Rendered) -> int:
         message = await self._webhook(target).edit_message(
@@ -315,14 +319,19 @@ class DiscordDelivery:
 
     async def _direct_message(self, target: Target, rendered: Rendered, reason: str) -> int:
         """The result in the requester's DMs, with why it is there; raises when they do not
-        take DMs from the bot (nothing else can reach them)."""
+        take it (nothing else can reach them). Without buttons: the job belongs to the
+        server, and a click in a DM would not find it."""
         try:
             channel = await self._client.create_dm(discord.Object(target.requester_id))
-            lead = messages.in_dm_instead(target.channel_id, target.guild_id, reason)
+            lead = messages.in_dm_instead(
+                target.channel_id, target.guild_id, reason, image=bool(rendered.files)
+            )
             content = messages.clip(f"{lead}\n{rendered.content}".strip(), messages.CONTENT_MAX)
-            message = await channel.send(**{**rendered.send_fields(), "content": content})
+            fields = {**rendered.send_fields(), "content": content}
+            fields.pop("view", None)
+            message = await channel.send(**fields)
         except discord.HTTPException as exc:
-            raise Undeliverable(f"{reason} and no DM either ({_cause(exc)})") from None
+            raise Undeliverable(f"{reason}, and no DM either ({_cause(exc)})") from None
         log.info("delivered by DM instead: %s", reason)
         return message.id
 

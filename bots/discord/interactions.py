@@ -325,13 +325,10 @@ def _target(interaction: discord.Interaction) -> Target:
 
 
 def _bot_can_post(interaction: discord.Interaction) -> bool:
-    """Whether the bot itself may post where the interaction happened: installed in the
-    server, or in its own DM with the user; not where only the user installed the app."""
-    return (
-        not interaction.is_user_integration()
-        or interaction.is_guild_integration()
-        or interaction.context.dm_channel
-    )
+    """Whether the bot itself may post where the interaction happened: in a server that
+    installed the app, or in its own DM with the user; not where only a user installed it
+    (whoever clicks a button there)."""
+    return interaction.is_guild_integration() or interaction.context.dm_channel
 
 
 async def _defer(interaction: discord.Interaction, target: Target) -> Target | None:

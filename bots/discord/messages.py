@@ -24,6 +24,7 @@ LATE = (
     "it finished after the 15 minutes Discord gives me to answer a command where I am not a member"
 )
 NOT_ATTACHED_HERE = "I may not attach files in that channel"
+GONE_HERE = "the message and the channel it was asked in are out of my reach"
 ROLE_MENTION_UNREAD = (
     "I could not see the text of that message, which mentions my role rather than me: "
     "mention me (the bot, not the role) and I will see what you wrote."
@@ -182,20 +183,17 @@ def cannot_post(permission: str) -> str:
 
 
 def not_attached(*, sent_by_dm: bool) -> str:
-    where = (
-        "so I sent it to you in a DM"
-        if sent_by_dm
-        else "and I could not DM it to you either (your DMs are closed to me)"
-    )
+    where = "so I sent it to you in a DM" if sent_by_dm else "and I could not DM it to you either"
     return (
         "⚠️ I made the image but may not attach files here (the **Attach Files** permission "
         f"is denied to me in this channel), {where}. A server admin can allow it."
     )
 
 
-def in_dm_instead(channel_id: int, guild_id: int | None, reason: str) -> str:
+def in_dm_instead(channel_id: int, guild_id: int | None, reason: str, *, image: bool) -> str:
     asked = f" in <#{channel_id}>" if guild_id is not None else ""
-    return f"Here is the image you asked for{asked}: {reason}, so it comes to you here."
+    what = "the image you asked for" if image else "what became of your request"
+    return f"Here is {what}{asked}: {reason}, so it comes to you here."
 
 
 def embed_as_text(embed: discord.Embed) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import sys
 import threading
@@ -122,17 +123,27 @@ async def stdin_lines(*, interactive: bool) -> AsyncIterator[str]:
     chat at once (a blocked read in the event loop's executor would hold the exit until the
     next Enter). At Ctrl-D an interactive prompt is closed with a newline."""
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str] = asyncio.Queue()
+    lines: asyncio.Queue[str | BaseException] = asyncio.Queue()
+    # bytes decoded here: a stray byte that is not UTF-8 becomes U+FFFD, not a dead reader
+    stream = getattr(sys.stdin, "buffer", None)
 
     def read() -> None:
-        while True:
-            line = sys.stdin.readline()
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-            if not line:
-                return
+        try:
+            while True:
+                line = (
+                    stream.readline().decode(errors="replace") if stream else sys.stdin.readline()
+                )
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+                if not line:
+                    return
+        except BaseException as exc:  # a failed read ends the chat, with its reason
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(lines.put_nowait, exc)
 
     threading.Thread(target=read, name="imagebot-stdin", daemon=True).start()
     while line := await lines.get():
+        if isinstance(line, BaseException):
+            raise line
         yield line
     if interactive:
         print()

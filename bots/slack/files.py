@@ -29,15 +29,22 @@ async def complete_files(
             try:
                 answer = await client.files_info(file=file.id)
             except SlackApiError as exc:
-                error = exc.response.get("error", "")
+                error = str(exc.response.get("error", ""))
                 raise UserFacingError(
-                    messages.file_not_shared(printable_name(file.name)),
+                    _not_completed(printable_name(file.name), error),
                     detail=f"files.info for a Slack Connect file stub: {error}",
                 ) from None
             file = SlackFile.model_validate(answer.get("file") or {"id": file.id})
-        _check_available(file)
         completed.append(file)
     return tuple(completed)
+
+
+def _not_completed(name: str, error: str) -> str:
+    if error in ("missing_scope", "not_allowed_token_type", "no_permission"):
+        return messages.FILES_SCOPE_MISSING
+    if error in ("file_not_found", "file_deleted", "access_denied", "not_visible"):
+        return messages.file_not_shared(name)
+    return messages.file_not_fetched(name)
 
 
 def _check_available(file: SlackFile) -> None:

@@ -256,6 +256,16 @@ def file_not_shared(name: str) -> str:
     )
 
 
+FILES_SCOPE_MISSING = (
+    "I am not allowed to read files here (the app lacks the files:read scope): ask an admin "
+    "to reinstall it."
+)
+
+
+def file_not_fetched(name: str) -> str:
+    return f"Slack would not tell me about `{name}` just now; try attaching it again."
+
+
 def file_hidden_by_limit(name: str) -> str:
     return (
         f"Slack hides `{name}` because it is past the free plan's file history limit: "

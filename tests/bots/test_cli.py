@@ -341,3 +341,14 @@ async def test_a_usage_error_points_at_the_right_help(
 
     assert missing.strip().endswith("(see imagebot generate --help)")
     assert unknown.strip().endswith("(see imagebot --help)")
+
+
+async def test_a_chat_line_with_a_byte_that_is_not_utf8_is_read_and_the_chat_goes_on(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    script = b"a red \xff fox\nnow blue\n"
+    code, out, err = await _run([*IMAGEBOT, "chat"], _env(tmp_path, fake_gemini), script)
+
+    assert code == 0, err
+    assert out.count("image: ") == 2
+    assert fake_gemini.requests[0].json["contents"][0]["parts"][0]["text"] == "a red \ufffd fox"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from core.jobs import Job
 from tests.bots.test_discord_harness import USER, Bot, discord_server, running_bot
 from tests.fakes.discord import FakeDiscord, StoredMessage
 from tests.fakes.gemini import FakeGemini
+from tests.faults.checks import job_rows, poll_until
 
 NOT_ATTACHED = "the **Attach Files** permission is denied to me in this channel"
 
@@ -36,13 +38,18 @@ def _channel_posts(fake: FakeDiscord) -> list[str]:
     return [c.path for c in fake.calls_to("POST", rf"/channels/{fake.channel_id}/messages")]
 
 
-async def _settled(bot: Bot, payload: dict[str, Any], timeout: float = 15.0) -> Job:
-    """The job behind an interaction once its delivery is recorded."""
+async def _settled(
+    bot: Bot,
+    payload: dict[str, Any],
+    done: Callable[[Job], bool] = lambda job: job.delivered_at is not None,
+) -> Job:
+    """The job behind an interaction once `done` holds (by default: its delivery is
+    recorded), polled from the store, which has nothing to wait on."""
     key = f"discord:interaction:{payload['id']}"
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(15):
         while True:
             job = await bot.service.store.job_by_key(key)
-            if job is not None and job.delivered_at is not None:
+            if job is not None and done(job):
                 return job
             await asyncio.sleep(0.02)
 
@@ -165,3 +172,32 @@ async def test_a_user_installed_command_finishing_after_its_token_died_comes_by_
     assert "finished after the 15 minutes Discord gives me" in dm.content
     assert _channel_posts(fake) == []
     assert fake.calls_to("PATCH", r"/channels/.*") == []
+
+
+async def test_a_late_user_installed_result_with_closed_dms_is_given_up_at_once(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 1.5
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        fake.closed_dms.add(USER)
+        payload = fake.interaction_slash_command(
+            "imagine",
+            [{"name": "prompt", "type": 3, "value": "a late owl"}],
+            user_id=USER,
+            user_install=True,
+            age_seconds=TOKEN_LIFETIME_SECONDS - 1.0,
+        )
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await _settled(bot, payload, lambda job: job.delivery_attempts > 0)
+        [row] = await poll_until(
+            lambda: [r for r in job_rows(bot.settings.sqlite_path) if r["delivery_abandoned_at"]],
+            timeout=5,
+            what="the delivery given up",
+        )
+
+    # nothing can reach the requester: given up at the first try, nothing posted where the
+    # bot is not a member
+    assert row["delivery_attempts"] == 1 and row["delivered_at"] is None
+    assert "no DM either" in row["delivery_error"]
+    assert _channel_posts(fake) == []
+    assert _dms(fake) == []
