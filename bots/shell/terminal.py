@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 import threading
 import time
@@ -124,21 +125,29 @@ async def stdin_lines(*, interactive: bool) -> AsyncIterator[str]:
     next Enter). At Ctrl-D an interactive prompt is closed with a newline."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | BaseException] = asyncio.Queue()
-    # bytes decoded here: a stray byte that is not UTF-8 becomes U+FFFD, not a dead reader
-    stream = getattr(sys.stdin, "buffer", None)
+    # the file descriptor itself, not sys.stdin: a thread blocked inside Python's buffered
+    # reader holds its lock, and the interpreter aborts when it finds it held at exit
+    fd = sys.stdin.fileno()
+
+    def put(item: str | BaseException) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, item)
 
     def read() -> None:
+        pending = b""
         try:
-            while True:
-                line = (
-                    stream.readline().decode(errors="replace") if stream else sys.stdin.readline()
-                )
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-                if not line:
-                    return
+            while chunk := os.read(fd, 65536):
+                *complete, pending = (pending + chunk).split(b"\n")
+                for line in complete:
+                    # a stray byte that is not UTF-8 becomes U+FFFD, not a dead reader
+                    put((line + b"\n").decode(errors="replace"))
+            if pending:
+                put(pending.decode(errors="replace"))
+            put("")
+        except RuntimeError:
+            pass  # the loop closed: nobody is listening any more
         except BaseException as exc:  # a failed read ends the chat, with its reason
-            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-                loop.call_soon_threadsafe(lines.put_nowait, exc)
+            with contextlib.suppress(RuntimeError):
+                put(exc)
 
     threading.Thread(target=read, name="imagebot-stdin", daemon=True).start()
     while line := await lines.get():
