@@ -47,6 +47,9 @@ class Settings(BaseSettings):
 
     # storage and jobs
     database_url: str = Field("sqlite:///data/imagebot.sqlite3", validation_alias="DATABASE_URL")
+    # PostgreSQL only: connections each process keeps open, at least and at most
+    database_pool_min: int = Field(1, ge=0, le=100, validation_alias="DATABASE_POOL_MIN")
+    database_pool_max: int = Field(10, ge=1, le=100, validation_alias="DATABASE_POOL_MAX")
     workers: int = Field(8, ge=1, le=256, validation_alias="IMAGEBOT_WORKERS")
     max_jobs_per_user: int = Field(3, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
     lease_seconds: float = Field(30.0, gt=0, validation_alias="IMAGEBOT_LEASE_SECONDS")
@@ -121,6 +124,49 @@ class Settings(BaseSettings):
     discord_allowed_users: str = Field("", validation_alias="DISCORD_ALLOWED_USERS")
     discord_denied_users: str = Field("", validation_alias="DISCORD_DENIED_USERS")
     discord_denied_roles: str = Field("", validation_alias="DISCORD_DENIED_ROLES")
+    # Unset, one connection carries every server. Set, this process runs DISCORD_SHARD_IDS
+    # (default: all) of DISCORD_SHARD_COUNT shards; Discord sends a server's events only to
+    # shard (server id >> 22) % count, and DMs only to shard 0.
+    discord_shard_count: int | None = Field(None, ge=1, validation_alias="DISCORD_SHARD_COUNT")
+    discord_shard_ids: str = Field("", validation_alias="DISCORD_SHARD_IDS")
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shard_numbers(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",")] if value.strip() else []
+        if not all(item.isascii() and item.isdigit() for item in items):
+            raise ValueError("must be comma-separated shard numbers, such as 0,1")
+        return ",".join(str(int(item)) for item in items)
+
+    @model_validator(mode="after")
+    def _shards_within_the_count(self) -> Settings:
+        ids = [int(item) for item in self.split(self.discord_shard_ids)]
+        count = self.discord_shard_count
+        if ids and count is None:
+            raise ValueError(
+                "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT, the number of shards across all "
+                "processes: set it as well"
+            )
+        outside = [shard for shard in ids if count is not None and shard >= count]
+        if outside and count is not None:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS has shard {outside[0]}, but DISCORD_SHARD_COUNT={count} "
+                f"numbers the shards 0 to {count - 1}: list only shards below the count"
+            )
+        twice = [shard for shard in ids if ids.count(shard) > 1]
+        if twice:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS lists shard {twice[0]} more than once: list each shard once"
+            )
+        return self
+
+    @property
+    def discord_shards(self) -> list[int] | None:
+        """The shards this process runs, or None for one connection without sharding."""
+        if self.discord_shard_count is None:
+            return None
+        ids = [int(item) for item in self.split(self.discord_shard_ids)]
+        return ids or list(range(self.discord_shard_count))
 
     @field_validator("gemini_base_url", "slack_api_url", "discord_api_url", "discord_gateway_url")
     @classmethod
@@ -146,9 +192,12 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_only(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("must be a sqlite:/// URL (sqlite:///relative/path or sqlite:////abs)")
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "must be a sqlite:/// URL (sqlite:///relative/path or sqlite:////abs) or a "
+                "postgresql:// (or postgres://) URL"
+            )
         return value
 
     @field_validator("log_level")
@@ -207,6 +256,10 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
 
     @property
     def request_budget_bytes(self) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiosqlite
 
@@ -220,6 +221,8 @@ def _models(count: int) -> str:
 async def database(settings: Settings) -> list[Check]:
     """The database opens the way the service opens it, takes a write (rolled back), and its
     disk has room."""
+    if settings.uses_postgres:
+        return [await _postgres(settings)]
     path = settings.sqlite_path.absolute()
     existed = path.exists()
     try:
@@ -249,6 +252,33 @@ async def database(settings: Settings) -> list[Check]:
         ]
     made = "" if existed else " (created, empty)"
     return [Check.ok(f"database {path} is writable{made}"), _disk(path)]
+
+
+async def _postgres(settings: Settings) -> Check:
+    where = _server_of(settings.database_url)
+    try:
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            store = await Store.open(settings.database_url, pool_min=0, pool_max=1)
+            try:
+                async with store.database.transaction() as tx:
+                    await tx.execute("CREATE TEMPORARY TABLE doctor_probe (x INTEGER)")
+                    await tx.execute("INSERT INTO doctor_probe VALUES (1)")
+                version = await store.database.schema_version()
+            finally:
+                await store.close()
+    except Exception as exc:
+        why = cannot_reach(where, exc) if isinstance(exc, OSError | TimeoutError) else _reason(exc)
+        return Check.fail(
+            f"database PostgreSQL at {where}",
+            f"{why}: check DATABASE_URL (user, password, host, port and database name)",
+        )
+    return Check.ok(f"database PostgreSQL at {where} takes writes (schema version {version})")
+
+
+def _server_of(url: str) -> str:
+    """host:port/database of a URL, without its user and password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 async def _probe_write(path: Path) -> None:

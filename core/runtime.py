@@ -58,7 +58,12 @@ async def open_service(
     settings.require("GEMINI_API_KEY")
     assert settings.gemini_api_key is not None
     catalog = catalog_from(settings)
-    store = await Store.open(settings.sqlite_path, clock)
+    store = await Store.open(
+        settings.database_url,
+        clock,
+        pool_min=settings.database_pool_min,
+        pool_max=settings.database_pool_max,
+    )
     provider = settings.provider
     gemini = GeminiClient(
         settings.gemini_base_url,

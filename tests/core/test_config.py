@@ -47,10 +47,20 @@ def test_secrets_never_show_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -
     assert settings.gemini_api_key.get_secret_value() == "sk-very-secret"
 
 
-def test_a_database_url_other_than_sqlite_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgres://db/imagebot")
-    with pytest.raises(ConfigError, match=r"^DATABASE_URL must be a sqlite:/// URL"):
+def test_a_database_url_other_than_sqlite_or_postgresql_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://db/imagebot")
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL must be a sqlite:/// URL .* or a post"):
         load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize("url", ["postgres://u:p@db:5432/imagebot", "postgresql://db/imagebot"])
+def test_heroku_and_libpq_postgresql_urls_select_postgresql(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings(_env_file=None).uses_postgres
 
 
 def test_slack_api_url_gains_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:

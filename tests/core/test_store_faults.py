@@ -25,7 +25,7 @@ from tests.fakes.gemini import FakeGemini
 async def refusing_writes(store: Store, kind: str) -> AsyncIterator[None]:
     """The fault, injected on the store's own SQLite connection: a read-only database
     (`query_only`), or a full one (no page may be added)."""
-    db = store._db  # the one connection every write goes through
+    db = store.database.connection  # type: ignore[attr-defined]  # SQLite's one connection
     if kind == "read-only":
         await db.execute("PRAGMA query_only = ON")
     else:
@@ -161,10 +161,10 @@ async def test_a_request_answered_while_the_store_fails_is_let_go_once_it_works(
         assert await intake.receive("k1", {"text": "a fox"}, acknowledge=acknowledge, tell=tell)
         async with refusing_writes(service.store, "read-only"):
             await intake.finish("k1", lambda: service.submit(request("a fox", "k1")), tell)
-            held_during = await service.store._one("SELECT count(*) FROM intake")
+            held_during = await service.store.database.fetchrow("SELECT count(*) FROM intake")
         await until(lambda: service.health()[0], "the store to take writes again")
         await service.upkeep()
-        held_after = await service.store._one("SELECT count(*) FROM intake")
+        held_after = await service.store.database.fetchrow("SELECT count(*) FROM intake")
 
     assert told and told[0].startswith("I could not save this")
     assert held_during is not None and held_during[0] == 1

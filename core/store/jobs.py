@@ -1,0 +1,365 @@
+"""Jobs: created with their conversation and user turn, claimed under a lease, finished
+with their model turn, delivered; and taken over when the process running them died."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from core.conversations import StoredPart
+from core.jobs import Job
+from core.store.conversations import LINK, _link_row
+from core.store.database import Database
+from core.store.images import ImageBytes
+from core.store.records import (
+    JOB_COLUMNS,
+    JobResult,
+    NewImage,
+    NewJob,
+    dump_options,
+    dump_parts,
+    job_of,
+)
+
+_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+
+
+class JobStore:
+    _db: Database
+    _clock: Callable[[], float]
+    image_bytes: ImageBytes
+
+    async def job(self, job_id: str) -> Job | None:
+        row = await self._db.fetchrow(_BY_ID, job_id)
+        return job_of(row) if row else None
+
+    async def job_by_key(self, idempotency_key: str) -> Job | None:
+        row = await self._db.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?", idempotency_key
+        )
+        return job_of(row) if row else None
+
+    async def job_for_turn(self, turn_id: int) -> Job | None:
+        """The job whose user or model turn `turn_id` is, newest first."""
+        row = await self._db.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE model_turn_id = ? OR user_turn_id = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            turn_id,
+            turn_id,
+        )
+        return job_of(row) if row else None
+
+    async def create_job(
+        self,
+        job: NewJob,
+        *,
+        thread_key: str,
+        parent_turn_id: int | None,
+        user_parts: Sequence[StoredPart] | None,
+        user_images: Sequence[NewImage],
+        owner: str,
+        lease_seconds: float,
+    ) -> tuple[Job, bool]:
+        """Persist a job, its conversation and (unless `user_parts` is None) its user turn.
+
+        With `user_parts` None the job reuses `parent_turn_id` as its user turn (a re-roll).
+        Returns the existing job and False when the idempotency key was seen before.
+        Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
+        """
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            existing = await tx.fetchrow(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?", job.idempotency_key
+            )
+            if existing:
+                return job_of(existing), False
+            await tx.execute(
+                "INSERT INTO conversations (platform, tenant, thread_key, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (platform, tenant, thread_key) DO NOTHING",
+                job.platform,
+                job.tenant,
+                thread_key,
+                now,
+            )
+            row = await tx.fetchrow(
+                "SELECT id FROM conversations WHERE platform = ? AND tenant = ? AND thread_key = ?",
+                job.platform,
+                job.tenant,
+                thread_key,
+            )
+            assert row is not None
+            conversation_id = row["id"]
+            for image in user_images:
+                await self.image_bytes.put(tx, image)
+            if user_parts is None:
+                if parent_turn_id is None:
+                    raise ValueError("a job without a new user turn needs an existing one")
+                user_turn_id = parent_turn_id
+            else:
+                turn = await tx.fetchrow(
+                    "INSERT INTO turns (conversation_id, parent_id, role, author_id, parts, "
+                    "created_at) VALUES (?, ?, 'user', ?, ?, ?) RETURNING id",
+                    conversation_id,
+                    parent_turn_id,
+                    job.user_id,
+                    dump_parts(user_parts),
+                    now,
+                )
+                assert turn is not None
+                user_turn_id = turn["id"]
+            await tx.execute("DELETE FROM intake WHERE key = ?", job.idempotency_key)
+            created = await tx.fetchrow(
+                "INSERT INTO jobs (id, idempotency_key, kind, platform, tenant, user_id, "
+                "conversation_id, user_turn_id, prompt, options, target, state, owner, "
+                "lease_expires_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
+                f"RETURNING {JOB_COLUMNS}",
+                job.id,
+                job.idempotency_key,
+                job.kind,
+                job.platform,
+                job.tenant,
+                job.user_id,
+                conversation_id,
+                user_turn_id,
+                job.prompt,
+                dump_options(job.options),
+                json.dumps(job.target),
+                owner,
+                now + lease_seconds,
+                now,
+            )
+        assert created is not None
+        return job_of(created), True
+
+    async def queue_position(self, job: Job) -> int:
+        """1 for the next job to run among the queued jobs of the same owner."""
+        row = await self._db.fetchrow(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? AND owner = "
+            "(SELECT owner FROM jobs WHERE id = ?)",
+            job.seq,
+            job.id,
+        )
+        return int(row[0]) if row else 0
+
+    async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Job | None:
+        """Move a queued job of `owner` to running; None if it is not ours or not queued."""
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, "
+                "lease_expires_at = ? WHERE id = ? AND owner = ? AND state = 'queued' "
+                f"RETURNING {JOB_COLUMNS}",
+                now,
+                now + lease_seconds,
+                job_id,
+                owner,
+            )
+        return job_of(row) if row else None
+
+    async def count_api_call(self, job_id: str) -> None:
+        """One more request to the image API is about to be sent for this job; the first of
+        a run also counts the run as paid."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE jobs SET api_calls = api_calls + 1, paid_runs = paid_runs + CASE "
+                "WHEN last_paid_run = attempts THEN 0 ELSE 1 END, last_paid_run = attempts "
+                "WHERE id = ?",
+                job_id,
+            )
+
+    async def finish(self, job_id: str, owner: str, result: JobResult) -> Job | None:
+        """Store the model turn, its images and the job's final state in one transaction."""
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "SELECT conversation_id, user_turn_id FROM jobs WHERE id = ? AND owner = ? "
+                "AND state = 'running'",
+                job_id,
+                owner,
+            )
+            if row is None:
+                return None  # taken over by another process after our lease ran out
+            model_turn_id = None
+            if result.parts:
+                for image in result.images:
+                    await self.image_bytes.put(tx, image)
+                turn = await tx.fetchrow(
+                    "INSERT INTO turns (conversation_id, parent_id, role, author_id, model_id, "
+                    "parts, created_at) VALUES (?, ?, 'model', NULL, ?, ?, ?) RETURNING id",
+                    row["conversation_id"],
+                    row["user_turn_id"],
+                    result.model_id,
+                    dump_parts(result.parts),
+                    now,
+                )
+                assert turn is not None
+                model_turn_id = turn["id"]
+            updated = await tx.fetchrow(
+                "UPDATE jobs SET state = ?, model_turn_id = ?, "
+                "error_message = ?, error_detail = ?, notice = ?, prompt_tokens = ?, "
+                "output_tokens = ?, total_tokens = ?, cost_usd = ?, finished_at = ? "
+                f"WHERE id = ? RETURNING {JOB_COLUMNS}",
+                result.state,
+                model_turn_id,
+                result.error_message,
+                result.error_detail,
+                result.notice,
+                result.prompt_tokens,
+                result.output_tokens,
+                result.total_tokens,
+                result.cost_usd,
+                now,
+                job_id,
+            )
+        return job_of(updated) if updated else None
+
+    async def record_delivery(
+        self,
+        job: Job,
+        message_keys: Sequence[str],
+        *,
+        error: str | None = None,
+        abandon: bool = False,
+    ) -> None:
+        """A delivery attempt: links the messages that show the result when it worked."""
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            if error is None:
+                await tx.execute(
+                    "UPDATE jobs SET delivered_at = ?, delivery_attempts = delivery_attempts + 1, "
+                    "delivery_error = NULL WHERE id = ?",
+                    now,
+                    job.id,
+                )
+                for order, key in enumerate(message_keys):
+                    # apart by a microsecond each, so they read back in the order given
+                    await tx.execute(LINK, *_link_row(job, key, now + order * 1e-6))
+            else:
+                await tx.execute(
+                    "UPDATE jobs SET delivery_attempts = delivery_attempts + 1, "
+                    "delivery_error = ?, delivery_abandoned_at = ? WHERE id = ?",
+                    error,
+                    now if abandon else None,
+                    job.id,
+                )
+
+    async def update_target(self, job_id: str, target: dict[str, Any]) -> Job:
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                f"UPDATE jobs SET target = ? WHERE id = ? RETURNING {JOB_COLUMNS}",
+                json.dumps(target),
+                job_id,
+            )
+        assert row is not None
+        return job_of(row)
+
+    async def requeue(self, job_id: str, owner: str) -> None:
+        """A run this process claimed but could not carry on (the store failed under it):
+        queued again, for this process to run once writes work."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE jobs SET state = 'queued' WHERE id = ? AND owner = ? AND state = 'running'",
+                job_id,
+                owner,
+            )
+
+    async def fail_open_job(
+        self, job_id: str, message: str, detail: str, *, requester_gone: bool = False
+    ) -> Job | None:
+        """Give up on an open job: it ends failed with `message`.
+
+        `requester_gone` also closes its delivery (a terminal session that has ended).
+        """
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE jobs SET state = CASE WHEN state IN ('queued', 'running') THEN 'failed' "
+                "ELSE state END, error_message = COALESCE(error_message, ?), "
+                "error_detail = COALESCE(error_detail, ?), finished_at = COALESCE(finished_at, ?), "
+                f"delivery_abandoned_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}",
+                message,
+                detail,
+                now,
+                now if requester_gone else None,
+                job_id,
+            )
+        return job_of(row) if row else None
+
+    # leases: which process advances which job
+
+    async def release(self, owner: str, job_ids: Iterable[str] | None = None) -> None:
+        """Let the next process take our open jobs at once (`job_ids`: only those); with no
+        ids, on a clean shutdown, our held requests and heartbeat too."""
+        async with self._db.transaction() as tx:
+            if job_ids is not None:
+                await tx.executemany(
+                    "UPDATE jobs SET lease_expires_at = 0 WHERE id = ? AND owner = ?",
+                    [(job_id, owner) for job_id in job_ids],
+                )
+                return
+            await tx.execute("UPDATE jobs SET lease_expires_at = 0 WHERE owner = ?", owner)
+            await tx.execute("UPDATE intake SET lease_expires_at = 0 WHERE owner = ?", owner)
+            await tx.execute("DELETE FROM heartbeats WHERE owner = ?", owner)
+
+    async def renew_leases(
+        self, owner: str, lease_seconds: float, job_ids: Iterable[str], hold_keys: Iterable[str]
+    ) -> None:
+        """Keep the jobs and held requests this process is still advancing (`job_ids`,
+        `hold_keys`): one it lost track of is left to lapse, so it is taken over."""
+        expires = self._clock() + lease_seconds
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE intake SET lease_expires_at = ? WHERE key = ? AND owner = ?",
+                [(expires, key, owner) for key in hold_keys],
+            )
+            await tx.executemany(
+                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND owner = ?",
+                [(expires, job_id, owner) for job_id in job_ids],
+            )
+            await tx.execute(
+                "INSERT INTO heartbeats (owner, seen_at) VALUES (?, ?) "
+                "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+                owner,
+                self._clock(),
+            )
+
+    async def take_over_expired(
+        self, platforms: Sequence[str], owner: str, lease_seconds: float
+    ) -> list[Job]:
+        """Jobs of `platforms` whose lease ran out (a dead process, or a job this process
+        lost track of): now ours. Running jobs go back to queued: their result was never
+        stored, so they run again. Rows another process is taking over at this moment are
+        skipped, not waited for."""
+        if not platforms:
+            return []
+        now = self._clock()
+        marks = ",".join("?" * len(platforms))
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                f"SELECT id FROM jobs WHERE platform IN ({marks}) AND lease_expires_at < ? "
+                "AND (state IN ('queued', 'running') OR "
+                "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))"
+                f"{_skip_locked(self._db)}",
+                *platforms,
+                now,
+            )
+            taken = []
+            for row in rows:
+                job = await tx.fetchrow(
+                    "UPDATE jobs SET owner = ?, lease_expires_at = ?, state = CASE state "
+                    f"WHEN 'running' THEN 'queued' ELSE state END WHERE id = ? "
+                    f"RETURNING {JOB_COLUMNS}",
+                    owner,
+                    now + lease_seconds,
+                    row["id"],
+                )
+                if job:
+                    taken.append(job_of(job))
+        return sorted(taken, key=lambda job: job.seq)
+
+
+def _skip_locked(db: Database) -> str:
+    # SQLite takes the whole database for a write transaction: nothing to skip there
+    return " FOR UPDATE SKIP LOCKED" if db.name == "postgresql" else ""
