@@ -32,6 +32,7 @@ from core.jobs import (
 )
 from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
 from core.store import JobResult, NewImage, NewJob, Store, image_hash
+from core.store.jobs import JOBS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,10 @@ class Service:
             in_flight_per_user=settings.max_jobs_per_user,
             in_flight_total=settings.max_jobs_in_flight,
         )
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # workers wait for a wake-up when nothing is queued for them: a job queued here, or
+        # (PostgreSQL) one another process published. Each wake-up sets the event workers
+        # took before they looked, so none sent in between is missed.
+        self._woken = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()  # workers running a job
         self._draining = False
@@ -134,6 +138,7 @@ class Service:
 
     async def start(self) -> None:
         self._draining = False
+        await self.store.database.listen(JOBS_CHANNEL, self._wake_soon)
         await self._take_over_expired()
         self._workers = [
             asyncio.create_task(self._worker(), name=f"imagebot-worker-{n}")
@@ -246,9 +251,12 @@ class Service:
         the heartbeat that shows whether the database takes writes again), carry on with
         what a store fault held up, take over what dead processes left, and, hourly, apply
         retention."""
+        faulty = self.store.write_error is not None
         await self.store.renew_leases(
             self.owner, self.settings.lease_seconds, list(self._active), list(self._holding)
         )
+        if faulty:  # writes work again: workers that found the store failing look again
+            self._wake_soon()
         await self._resume_after_store_fault()
         if self._draining:
             return
@@ -302,8 +310,35 @@ class Service:
                 self._enqueue(job_id)
 
     def _enqueue(self, job_id: str) -> None:
+        """A queued job of this process's: a worker here runs it."""
         self._active.add(job_id)
-        self._queue.put_nowait(job_id)
+        self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        woken, self._woken = self._woken, asyncio.Event()
+        woken.set()
+
+    async def _next_job(self) -> Job:
+        """The next job for a worker here, waiting as long as there is none."""
+        while True:
+            woken = self._woken
+            try:
+                job = await self.store.claim_next(
+                    self.owner, self._shared_platforms(), self.settings.lease_seconds
+                )
+            except StoreError:
+                job = None  # upkeep tries the store again; so does the next wake-up
+            if job is not None:
+                return job
+            # a long timeout only in case a notification was lost with its connection
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.lease_seconds):
+                    await woken.wait()
+
+    def _shared_platforms(self) -> list[str]:
+        """Platforms whose published jobs this process may run: those it can deliver to
+        and that outlive it (not the terminal, whose person is only here)."""
+        return [p for p in self._adapters if p in self._resumable]
 
     async def _take_over_expired(self) -> None:
         resumable = [p for p in self._adapters if p in self._resumable]
@@ -514,7 +549,10 @@ class Service:
                 except StoreError:
                     # stored and shown: it runs, and its result is posted as a new message
                     log.warning("could not store where the request was shown", exc_info=True)
-        self._enqueue(job.id)
+        if job.platform in self._resumable and await self._publish(job):
+            self._active.discard(job.id)  # any process may run it now
+        else:
+            self._enqueue(job.id)
         log.info(
             "queued kind=%s platform=%s model=%s size=%s position=%d",
             job.kind,
@@ -606,25 +644,31 @@ class Service:
 
     # running
 
+    async def _publish(self, job: Job) -> bool:
+        """Hand a queued job to whichever process is free first (a shared queue only)."""
+        try:
+            return await self.store.publish(job.id, self.owner)
+        except StoreError:
+            return False  # it stays ours, and runs here
+
     async def _worker(self) -> None:
         me = asyncio.current_task()
         assert me is not None
         while not self._draining:
-            job_id = await self._queue.get()
+            job = await self._next_job()
             self._busy.add(me)
+            self._active.add(job.id)
             try:
-                with logs.job_context(job_id):
-                    await self._run(job_id)
+                with logs.job_context(job.id):
+                    await self._run(job)
             except Exception:
-                log.exception("crashed the worker", extra={"job_id": job_id})
+                log.exception("crashed the worker", extra={"job_id": job.id})
             finally:
                 self._busy.discard(me)
-                self._queue.task_done()
 
-    async def _run(self, job_id: str) -> None:
+    async def _run(self, job: Job) -> None:
         try:
-            job = await self.store.claim(job_id, self.owner, self.settings.lease_seconds)
-            if job is not None and (job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS):
+            if job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS:
                 failed = await self.store.fail_open_job(
                     job.id,
                     "I could not finish this request after several tries; please ask again.",
@@ -635,10 +679,7 @@ class Service:
                     self._deliver_later(failed)
                 return
         except StoreError:
-            self._requeue_later.add(job_id)
-            return
-        if job is None:
-            self._active.discard(job_id)
+            self._requeue_later.add(job.id)
             return
         self._running.add(job.id)
         try:

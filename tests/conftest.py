@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 
 from core.config import Settings
 from tests.fakes.gemini import FakeGemini
+from tests.postgres import PostgresServer, open_server
 
 API_KEY = "test-key"
 
@@ -42,3 +43,28 @@ def make_settings(tmp_path: Path, gemini: FakeGemini, **values: Any) -> Settings
         "GEMINI_RETRY_BACKOFF_SECONDS": 0.05,
     }
     return Settings(_env_file=None, **{**defaults, **values})  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL: IMAGEBOT_TEST_DATABASE_URL's server, or one started now
+    (only when a test asks for it) and stopped at the end of the session."""
+    with open_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database for this test, dropped after it: a postgresql:// URL that
+    asyncpg.connect, asyncpg.create_pool and child processes (as DATABASE_URL) accept."""
+    with postgres_server.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's database, once as a SQLite file and once as a PostgreSQL database: the
+    tests that take it run against both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'imagebot.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -69,21 +69,22 @@ class Store(ConversationStore, JobStore, IntakeStore, UsageStore):
         """The store at `location`: a `postgresql://` URL, a `sqlite:///` URL or a path."""
         text = str(location)
         db: Database
-        if is_postgres(text):
-            db = await PostgresDatabase.open(text, clock, min_size=pool_min, max_size=pool_max)
-        else:
-            path = text.removeprefix("sqlite:///")
-            db = await SqliteDatabase.open(path, clock)
         try:
-            await migrate(db)
-        except BaseException as exc:
-            await db.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise ConfigError(
-                    f"the database at {text} cannot be used ({exc}): point DATABASE_URL at "
-                    "another file, or move this one away"
-                ) from None
-            raise
+            if is_postgres(text):
+                db = await PostgresDatabase.open(text, clock, min_size=pool_min, max_size=pool_max)
+            else:
+                db = await SqliteDatabase.open(text.removeprefix("sqlite:///"), clock)
+            try:
+                await migrate(db)
+            except BaseException:
+                await db.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"the database at {text.removeprefix('sqlite:///')} cannot be used ({exc}): "
+                "point DATABASE_URL at "
+                "another file, or move this one away"
+            ) from None
         store = cls(db, clock)
         metrics.DATABASE_BYTES.set_function(store.size_bytes)
         return store

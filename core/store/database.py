@@ -64,6 +64,10 @@ class Database(Protocol):
 
     async def give_back_space(self, pages: int) -> None: ...
 
+    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Calls `wake` whenever another process notifies `channel` (PostgreSQL only)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -218,6 +222,9 @@ class SqliteDatabase(_Refusals):
             finally:
                 await self.connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
+    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """SQLite has no notifications: each process runs the jobs it owns."""
+
     async def close(self) -> None:
         await self.connection.close()
 
@@ -268,9 +275,11 @@ class PostgresDatabase(_Refusals):
 
     name = "postgresql"
 
-    def __init__(self, pool: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, pool: Any, clock: Callable[[], float], url: str = "") -> None:
         super().__init__(clock)
         self.pool = pool
+        self._url = url
+        self._listener: Any = None  # a connection of its own, outside the pool
 
     @classmethod
     async def open(
@@ -278,14 +287,15 @@ class PostgresDatabase(_Refusals):
     ) -> PostgresDatabase:
         import asyncpg
 
+        url = url.replace("postgres://", "postgresql://", 1)
         pool = await asyncpg.create_pool(
-            url.replace("postgres://", "postgresql://", 1),
+            url,
             min_size=min_size,
             max_size=max_size,
             # the same statement text is prepared once per connection
             statement_cache_size=256,
         )
-        return cls(pool, clock)
+        return cls(pool, clock, url)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -326,5 +336,14 @@ class PostgresDatabase(_Refusals):
     async def give_back_space(self, pages: int) -> None:
         """PostgreSQL's autovacuum reuses the space of deleted rows by itself."""
 
+    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        import asyncpg
+
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await asyncpg.connect(self._url)
+        await self._listener.add_listener(channel, lambda *_: wake())
+
     async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
         await self.pool.close()

@@ -23,6 +23,11 @@ from core.store.records import (
 )
 
 _BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+JOBS_CHANNEL = "imagebot_jobs"  # PostgreSQL's NOTIFY channel for published jobs
+
+
+class _Duplicate(Exception):
+    """Another transaction stored a job under the same key first."""
 
 
 class JobStore:
@@ -67,6 +72,34 @@ class JobStore:
         Returns the existing job and False when the idempotency key was seen before.
         Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
         """
+        try:
+            return await self._create_job(
+                job,
+                thread_key=thread_key,
+                parent_turn_id=parent_turn_id,
+                user_parts=user_parts,
+                user_images=user_images,
+                owner=owner,
+                lease_seconds=lease_seconds,
+            )
+        except _Duplicate:
+            # the same request stored at the same moment by another transaction (PostgreSQL
+            # runs them side by side): everything this one wrote is rolled back
+            existing = await self.job_by_key(job.idempotency_key)
+            assert existing is not None
+            return existing, False
+
+    async def _create_job(
+        self,
+        job: NewJob,
+        *,
+        thread_key: str,
+        parent_turn_id: int | None,
+        user_parts: Sequence[StoredPart] | None,
+        user_images: Sequence[NewImage],
+        owner: str,
+        lease_seconds: float,
+    ) -> tuple[Job, bool]:
         now = self._clock()
         async with self._db.transaction() as tx:
             existing = await tx.fetchrow(
@@ -114,7 +147,7 @@ class JobStore:
                 "conversation_id, user_turn_id, prompt, options, target, state, owner, "
                 "lease_expires_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
-                f"RETURNING {JOB_COLUMNS}",
+                f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}",
                 job.id,
                 job.idempotency_key,
                 job.kind,
@@ -130,16 +163,23 @@ class JobStore:
                 now + lease_seconds,
                 now,
             )
-        assert created is not None
+            if created is None:
+                raise _Duplicate
         return job_of(created), True
 
+    @property
+    def shared_queue(self) -> bool:
+        """Whether a queued job may be run by any process (PostgreSQL), or only by the one
+        that owns it (SQLite: processes there find each other's jobs only once a lease has
+        run out)."""
+        return self._db.name == "postgresql"
+
     async def queue_position(self, job: Job) -> int:
-        """1 for the next job to run among the queued jobs of the same owner."""
+        """1 for the next job to run among the queued jobs of its platform."""
         row = await self._db.fetchrow(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? AND owner = "
-            "(SELECT owner FROM jobs WHERE id = ?)",
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? AND platform = ?",
             job.seq,
-            job.id,
+            job.platform,
         )
         return int(row[0]) if row else 0
 
@@ -157,6 +197,48 @@ class JobStore:
                 owner,
             )
         return job_of(row) if row else None
+
+    async def claim_next(
+        self, owner: str, platforms: Sequence[str], lease_seconds: float
+    ) -> Job | None:
+        """The oldest queued job this process may run, now running under its lease: one of
+        its own, or one published for any process of `platforms`. On PostgreSQL a row
+        another process is claiming at this moment is skipped, not waited for."""
+        now = self._clock()
+        shared = ""
+        if platforms:
+            marks = ",".join("?" * len(platforms))
+            shared = f" OR (owner IS NULL AND platform IN ({marks}))"
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
+                "attempts = attempts + 1, lease_expires_at = ? WHERE id = (SELECT id FROM jobs "
+                f"WHERE state = 'queued' AND (owner = ?{shared}) ORDER BY seq LIMIT 1"
+                f"{_skip_locked(self._db)}) RETURNING {JOB_COLUMNS}",
+                owner,
+                now,
+                now + lease_seconds,
+                owner,
+                *platforms,
+            )
+        return job_of(row) if row else None
+
+    async def publish(self, job_id: str, owner: str) -> bool:
+        """Let any process run this queued job of ours (PostgreSQL; SQLite keeps it here).
+        True when it was published; every listening process is woken."""
+        if not self.shared_queue:
+            return False
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ? AND state = 'queued' "
+                "RETURNING platform",
+                job_id,
+                owner,
+            )
+            if row is not None:
+                # delivered when the transaction commits, to every process listening
+                await tx.execute("SELECT pg_notify(?, ?)", JOBS_CHANNEL, row["platform"])
+        return row is not None
 
     async def count_api_call(self, job_id: str) -> None:
         """One more request to the image API is about to be sent for this job; the first of
@@ -339,7 +421,8 @@ class JobStore:
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
                 f"SELECT id FROM jobs WHERE platform IN ({marks}) AND lease_expires_at < ? "
-                "AND (state IN ('queued', 'running') OR "
+                # a published job belongs to no process: any claims it, none takes it over
+                "AND owner IS NOT NULL AND (state IN ('queued', 'running') OR "
                 "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))"
                 f"{_skip_locked(self._db)}",
                 *platforms,

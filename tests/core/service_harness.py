@@ -71,3 +71,14 @@ def request(text: str, key: str, **fields: Any) -> Request:
 
 def db_path(settings: Settings) -> Path:
     return settings.sqlite_path
+
+
+async def delivered(service: Service, job_id: str, timeout: float = 10.0) -> Job:
+    """The job once the service has recorded its delivery: an adapter hears of a result
+    before the record is written (on PostgreSQL, a read may come between)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            job = await service.job(job_id)
+            if job is not None and job.delivered_at is not None:
+                return job
+            await asyncio.sleep(0.01)

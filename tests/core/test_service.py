@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 import struct
 import zlib
 from pathlib import Path
@@ -17,7 +16,7 @@ from core.runtime import open_service
 from core.service import DELIVERY_ATTEMPTS, UNDELIVERABLE
 from core.store import Store
 from tests.conftest import make_settings
-from tests.core.service_harness import RecordingAdapter, request, running
+from tests.core.service_harness import RecordingAdapter, delivered, request, running
 from tests.fakes.gemini import SKIP_SIGNATURE, FakeGemini, Fault, pixel_size
 
 
@@ -40,13 +39,16 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 async def test_a_request_becomes_an_image_of_the_asked_size_and_cost_is_recorded(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         submitted = await service.submit(request("a red fox --ar 16:9 --size 2K", "k1"))
         outcome = await adapter.wait_for(submitted.job.id)
-        job = await service.job(submitted.job.id)
+        job = await delivered(service, submitted.job.id)
     assert outcome.ok and outcome.error is None
     image = Image.open(io.BytesIO(outcome.images[0].data))
     assert image.size == pixel_size("gemini-3.1-flash-image-preview", "16:9", "2K")
@@ -57,10 +59,13 @@ async def test_a_request_becomes_an_image_of_the_asked_size_and_cost_is_recorded
 
 
 async def test_two_submits_with_one_idempotency_key_cost_one_api_call(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         first, second = await asyncio.gather(
             service.submit(request("a fox", "same-key")),
             service.submit(request("a fox", "same-key")),
@@ -83,11 +88,14 @@ async def test_two_submits_with_one_idempotency_key_cost_one_api_call(
     ],
 )
 async def test_transient_faults_are_retried_and_then_succeed(
-    tmp_path: Path, fake_gemini: FakeGemini, faults: list[Fault], api_calls: int
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str, faults: list[Fault], api_calls: int
 ) -> None:
     fake_gemini.faults.extend(faults)
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         submitted = await service.submit(request("a fox", "k"))
         outcome = await adapter.wait_for(submitted.job.id)
         job = await service.job(submitted.job.id)
@@ -107,11 +115,14 @@ async def test_transient_faults_are_retried_and_then_succeed(
     ],
 )
 async def test_final_faults_end_in_one_clear_sentence_after_one_call(
-    tmp_path: Path, fake_gemini: FakeGemini, fault: str, sentence: str
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str, fault: str, sentence: str
 ) -> None:
     fake_gemini.faults.append(Fault(fault))
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         submitted = await service.submit(request("a fox", "k"))
         outcome = await adapter.wait_for(submitted.job.id)
         job = await service.job(submitted.job.id)
@@ -122,11 +133,13 @@ async def test_final_faults_end_in_one_clear_sentence_after_one_call(
 
 
 async def test_retries_stop_at_the_attempt_limit_and_the_job_ends_failed(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.faults.extend([Fault("unavailable")] * 5)
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini, GEMINI_MAX_ATTEMPTS=3)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, GEMINI_MAX_ATTEMPTS=3
+    )
     async with running(settings, adapter) as service:
         submitted = await service.submit(request("a fox", "k"))
         outcome = await adapter.wait_for(submitted.job.id)
@@ -137,10 +150,13 @@ async def test_retries_stop_at_the_attempt_limit_and_the_job_ends_failed(
 
 
 async def test_a_conversation_sends_history_with_signatures_and_forks_by_turn(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         first = await service.submit(
             request("a lighthouse --model pro --ar 16:9", "k1", thread_key="thread")
         )
@@ -177,11 +193,14 @@ async def test_a_conversation_sends_history_with_signatures_and_forks_by_turn(
 
 
 async def test_an_empty_signature_in_an_answer_is_sent_back_as_the_placeholder(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
     fake_gemini.faults.append(Fault("empty_signatures"))
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         first = await service.submit(request("a kite --model pro", "k1", thread_key="t"))
         await adapter.wait_for(first.job.id)
         second = await service.submit(request("make it red", "k2", thread_key="t"))
@@ -195,10 +214,12 @@ async def test_an_empty_signature_in_an_answer_is_sent_back_as_the_placeholder(
 
 
 async def test_a_small_budget_drops_the_oldest_images_and_says_so(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini, GEMINI_REQUEST_BUDGET_MB=0.06)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, GEMINI_REQUEST_BUDGET_MB=0.06
+    )
     async with running(settings, adapter) as service:
         keys = ["k1", "k2", "k3"]
         outcomes = []
@@ -215,23 +236,27 @@ async def test_a_small_budget_drops_the_oldest_images_and_says_so(
 
 
 async def test_a_failed_delivery_is_retried_without_generating_again(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter(failures_before_success=2)
     async with running(
-        make_settings(tmp_path, fake_gemini), adapter, delivery_backoff_seconds=0.01
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+        delivery_backoff_seconds=0.01,
     ) as service:
         submitted = await service.submit(request("a fox", "k"))
         await adapter.wait_for(submitted.job.id)
-        job = await service.job(submitted.job.id)
-    assert job is not None and job.delivery_attempts == 3 and job.delivered_at is not None
+        job = await delivered(service, submitted.job.id)
+    assert job.delivery_attempts == 3
     assert len(fake_gemini.requests) == 1
 
 
 async def test_a_result_stored_but_not_delivered_is_delivered_after_a_restart(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_LEASE_SECONDS=0.3
+    )
     stuck = RecordingAdapter(failures_before_success=1_000)
     # it will never get to try again
     async with open_service(settings, delivery_backoff_seconds=60) as crashed:
@@ -247,17 +272,19 @@ async def test_a_result_stored_but_not_delivered_is_delivered_after_a_restart(
         adapter = RecordingAdapter()
         async with running(settings, adapter) as restarted:
             outcome = await adapter.wait_for(submitted.job.id)
-            job = await restarted.job(submitted.job.id)
-    assert outcome.ok and job is not None and job.delivered_at is not None
+            job = await delivered(restarted, submitted.job.id)
+    assert outcome.ok and job.delivered_at is not None
     assert len(fake_gemini.requests) == 1  # delivered again, never generated again
 
 
 async def test_the_per_user_limit_refuses_more_jobs_in_flight(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 1.0
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_MAX_JOBS_PER_USER=2)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_MAX_JOBS_PER_USER=2
+    )
     async with running(settings, adapter) as service:
         await service.submit(request("one", "k1"))
         await service.submit(request("two", "k2"))
@@ -268,10 +295,13 @@ async def test_the_per_user_limit_refuses_more_jobs_in_flight(
 
 
 async def test_reroll_makes_a_sibling_and_upscale_sizes_follow_the_model(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         first = await service.submit(request("a fox --model pro", "k1", thread_key="t"))
         await adapter.wait_for(first.job.id)
         job = await service.job(first.job.id)
@@ -334,14 +364,18 @@ BAD_INPUTS = [
 async def test_bad_input_gets_its_message_and_leaves_the_store_intact(
     tmp_path: Path,
     fake_gemini: FakeGemini,
+    database_url: str,
     text: str,
     attachments: tuple[Attachment, ...],
     message: str,
 ) -> None:
     adapter = RecordingAdapter()
-    async with running(make_settings(tmp_path, fake_gemini), adapter) as service:
+    async with running(
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+    ) as service:
         good = await service.submit(request("a fox", "good", thread_key="t"))
-        await adapter.wait_for(good.job.id)
+        await delivered(service, good.job.id)
         before = await service.store.counts()
         with pytest.raises(UserFacingError) as caught:
             await service.submit(request(text, "bad", thread_key="t", attachments=attachments))
@@ -353,25 +387,29 @@ async def test_bad_input_gets_its_message_and_leaves_the_store_intact(
 
 
 async def test_a_wrong_api_key_fails_the_job_with_a_sentence_and_no_secret(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini, GEMINI_API_KEY="sk-wrong-secret")
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, GEMINI_API_KEY="sk-wrong-secret"
+    )
     async with running(settings, adapter) as service:
         submitted = await service.submit(request("a fox", "k"))
         outcome = await adapter.wait_for(submitted.job.id)
     assert outcome.error is not None and "API key" in outcome.error
     assert "sk-wrong-secret" not in outcome.error
-    store = await Store.open(settings.sqlite_path)
+    store = await Store.open(settings.database_url)
     job = await store.job(submitted.job.id)
     await store.close()
     assert job is not None and job.state == "failed"
 
 
 async def test_a_held_request_is_handed_back_after_a_crash_and_dropped_once_stored(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_LEASE_SECONDS=0.3
+    )
     async with open_service(settings) as crashed:
         crashed.register("test", RecordingAdapter())
         assert await crashed.hold("test", "msg-1", {"text": "a fox"})
@@ -397,10 +435,10 @@ async def test_a_held_request_is_handed_back_after_a_crash_and_dropped_once_stor
 
 
 async def test_stopping_lets_generations_under_way_finish_and_hands_back_the_queue(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 0.5
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_WORKERS=3)
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_WORKERS=3)
     first = RecordingAdapter()
     async with open_service(settings) as stopping:
         stopping.register("test", first)
@@ -423,10 +461,12 @@ async def test_stopping_lets_generations_under_way_finish_and_hands_back_the_que
 
 
 async def test_stopping_past_the_grace_period_cuts_the_generation_off(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 30.0
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_SHUTDOWN_GRACE_SECONDS=0.2)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_SHUTDOWN_GRACE_SECONDS=0.2
+    )
     adapter = RecordingAdapter()
     async with open_service(settings) as service:
         service.register("test", adapter)
@@ -450,11 +490,13 @@ class UploadsRefused(RecordingAdapter):
 
 
 async def test_a_result_that_can_never_be_posted_ends_in_one_sentence_instead(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = UploadsRefused()
     async with running(
-        make_settings(tmp_path, fake_gemini), adapter, delivery_backoff_seconds=0.01
+        make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url),
+        adapter,
+        delivery_backoff_seconds=0.01,
     ) as service:
         submitted = await service.submit(request("a fox", "k"))
         outcome = await adapter.wait_for(submitted.job.id)
@@ -466,15 +508,17 @@ async def test_a_result_that_can_never_be_posted_ends_in_one_sentence_instead(
 
 
 async def test_stopping_hands_queued_jobs_back_at_once_while_one_finishes(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 1.0
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_WORKERS=1)
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_WORKERS=1)
 
-    def lease_of(job_id: str) -> float:
-        with sqlite3.connect(settings.sqlite_path) as db:
-            query = "SELECT lease_expires_at FROM jobs WHERE id = ?"
-            return float(db.execute(query, (job_id,)).fetchone()[0])
+    async def ours(job_id: str) -> bool:
+        """Whether the job is still this process's alone (a lease it keeps up)."""
+        row = await stopping.store.database.fetchrow(
+            "SELECT owner, lease_expires_at FROM jobs WHERE id = ?", job_id
+        )
+        return row is not None and row["owner"] is not None and row["lease_expires_at"] != 0
 
     async with open_service(settings) as stopping:
         stopping.register("test", RecordingAdapter())
@@ -485,7 +529,7 @@ async def test_stopping_hands_queued_jobs_back_at_once_while_one_finishes(
         stop = asyncio.create_task(stopping.stop())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
-        while lease_of(queued.job.id) != 0:
+        while await ours(queued.job.id):
             assert loop.time() < deadline, "the queued job was not handed back"
             await asyncio.sleep(0.02)
         handed_back_before_the_fox_finished = not stop.done()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 from core.conversations import StoredPart
 from core.options import Options
 from core.store import MIGRATIONS, JobResult, NewImage, NewJob, Store, image_hash
+from core.store.jobs import JOBS_CHANNEL
 
 
 def _job(key: str, *, user: str = "U1", tenant: str = "T1") -> NewJob:
@@ -61,9 +63,9 @@ async def test_migrations_are_versioned_and_reopening_keeps_data(tmp_path: Path)
 
 
 async def test_a_duplicate_idempotency_key_returns_the_first_job_and_writes_nothing(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    store = await Store.open(tmp_path / "s.db")
+    store = await Store.open(database_url)
     first, created = await _create(store, "same")
     before = await store.counts()
     again, created_again = await _create(store, "same")
@@ -72,8 +74,8 @@ async def test_a_duplicate_idempotency_key_returns_the_first_job_and_writes_noth
     await store.close()
 
 
-async def test_images_are_stored_once_by_content_hash(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_images_are_stored_once_by_content_hash(database_url: str) -> None:
+    store = await Store.open(database_url)
     data = b"\x89PNG fake bytes"
     image = NewImage(data, "image/png", 2, 3, image_hash(data))
     await _create(store, "a", images=[image])
@@ -85,9 +87,9 @@ async def test_images_are_stored_once_by_content_hash(tmp_path: Path) -> None:
 
 
 async def test_path_to_walks_from_the_root_and_forks_share_their_ancestors(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    store = await Store.open(tmp_path / "s.db")
+    store = await Store.open(database_url)
     root, _ = await _create(store, "root")
     claimed = await store.claim(root.id, "me", 30)
     assert claimed is not None
@@ -106,8 +108,8 @@ async def test_path_to_walks_from_the_root_and_forks_share_their_ancestors(
     await store.close()
 
 
-async def test_finish_only_counts_for_the_owner_of_a_running_job(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_finish_only_counts_for_the_owner_of_a_running_job(database_url: str) -> None:
+    store = await Store.open(database_url)
     job, _ = await _create(store, "k")
     assert await store.claim(job.id, "someone-else", 30) is None
     assert await store.claim(job.id, "me", 30) is not None
@@ -124,8 +126,8 @@ async def test_finish_only_counts_for_the_owner_of_a_running_job(tmp_path: Path)
     await store.close()
 
 
-async def test_a_dead_owners_jobs_are_taken_over_once_its_lease_runs_out(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_a_dead_owners_jobs_are_taken_over_once_its_lease_runs_out(database_url: str) -> None:
+    store = await Store.open(database_url)
     running, _ = await _create(store, "running", owner="dead", lease=0.0)
     await store.claim(running.id, "dead", 0.0)
     queued, _ = await _create(store, "queued", owner="dead", lease=0.0)
@@ -140,8 +142,8 @@ async def test_a_dead_owners_jobs_are_taken_over_once_its_lease_runs_out(tmp_pat
     await store.close()
 
 
-async def test_usage_counts_images_and_cost_per_user_and_tenant(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_usage_counts_images_and_cost_per_user_and_tenant(database_url: str) -> None:
+    store = await Store.open(database_url)
     for key, state in (("a", "succeeded"), ("b", "succeeded"), ("c", "failed")):
         job, _ = await _create(store, key)
         await store.claim(job.id, "me", 30)
@@ -157,8 +159,8 @@ async def test_usage_counts_images_and_cost_per_user_and_tenant(tmp_path: Path) 
     await store.close()
 
 
-async def test_user_defaults_round_trip(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_user_defaults_round_trip(database_url: str) -> None:
+    store = await Store.open(database_url)
     assert await store.user_defaults("test", "T1", "U1") == Options()
     await store.set_user_defaults("test", "T1", "U1", Options(model="pro", size="2K"))
     assert await store.user_defaults("test", "T1", "U1") == Options(model="pro", size="2K")
@@ -166,8 +168,8 @@ async def test_user_defaults_round_trip(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_only_runs_that_reached_the_api_count_as_paid(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "imagebot.sqlite3")
+async def test_only_runs_that_reached_the_api_count_as_paid(database_url: str) -> None:
+    store = await Store.open(database_url)
     try:
         job, _ = await _create(store, "k1", lease=0.0)
         # run 1: interrupted before any call; run 2: two calls (a retry); run 3: one call
@@ -186,3 +188,82 @@ async def test_only_runs_that_reached_the_api_count_as_paid(tmp_path: Path) -> N
 
     assert stored is not None
     assert (stored.attempts, stored.api_calls, stored.paid_runs) == (3, 3, 2)
+
+
+async def test_postgresql_is_migrated_to_the_same_version_and_keeps_data(postgres_url: str) -> None:
+    store = await Store.open(postgres_url)
+    await _create(store, "k1")
+    await store.close()
+    store = await Store.open(postgres_url)  # a second start finds nothing left to do
+    try:
+        assert (await store.counts())["jobs"] == 1
+        assert await store.database.schema_version() == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
+async def test_a_published_job_is_claimed_by_exactly_one_of_the_processes(
+    postgres_url: str,
+) -> None:
+    stores = [await Store.open(postgres_url) for _ in range(3)]
+    try:
+        heard: list[int] = []
+        all_heard = asyncio.Event()
+
+        def hear(number: int) -> None:
+            heard.append(number)
+            if len(heard) == 4 * len(stores):
+                all_heard.set()
+
+        for number, store in enumerate(stores):
+            await store.database.listen(JOBS_CHANNEL, lambda number=number: hear(number))
+        jobs = [(await _create(stores[0], f"k{n}", owner="a"))[0] for n in range(4)]
+        for job in jobs:
+            assert await stores[0].publish(job.id, "a")
+        async with asyncio.timeout(5):
+            await all_heard.wait()  # every process hears of every job
+        # every process asks at once, twice as often as there are jobs
+        claims = await asyncio.gather(
+            *(store.claim_next(f"p{n % 3}", ["test"], 30.0) for n, store in enumerate(stores * 2))
+        )
+        claimed = [job.id for job in claims if job is not None]
+        assert sorted(claimed) == sorted(job.id for job in jobs)
+        assert await stores[1].claim_next("p1", ["test"], 30.0) is None
+        # a published job belongs to nobody: a lapsed lease does not hand it to anyone
+        assert await stores[2].take_over_expired(["test"], "p2", 30.0) == []
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_claim_skips_a_row_another_process_holds_instead_of_waiting(
+    postgres_url: str,
+) -> None:
+    first, second = await Store.open(postgres_url), await Store.open(postgres_url)
+    try:
+        older, _ = await _create(first, "older", owner="a")
+        newer, _ = await _create(first, "newer", owner="a")
+        for job in (older, newer):
+            await first.publish(job.id, "a")
+        async with first.database.transaction() as tx:
+            # another process is in the middle of claiming the oldest job
+            await tx.fetchrow("SELECT id FROM jobs WHERE id = ? FOR UPDATE", older.id)
+            async with asyncio.timeout(5):
+                taken = await second.claim_next("b", ["test"], 30.0)
+        assert taken is not None and taken.id == newer.id
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_on_sqlite_a_process_claims_only_its_own_jobs(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        mine, _ = await _create(store, "mine", owner="a")
+        await _create(store, "theirs", owner="b")
+        assert not await store.publish(mine.id, "a")  # no shared queue on one file
+        taken = await store.claim_next("a", ["test"], 30.0)
+        assert taken is not None and taken.id == mine.id
+        assert await store.claim_next("a", ["test"], 30.0) is None
+    finally:
+        await store.close()
