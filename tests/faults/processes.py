@@ -71,13 +71,15 @@ class AdapterProcesses:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}
         env.update(
-            GEMINI_API_KEY=API_KEY,
-            GEMINI_BASE_URL=self.gemini.base_url,
-            GEMINI_RETRY_BACKOFF_SECONDS="0.05",
-            DATABASE_URL=f"sqlite:///{self.db}",
-            IMAGEBOT_LOG_LEVEL="INFO",
-            PYTHONPATH=str(REPO),
-            **self.settings,
+            {
+                "GEMINI_API_KEY": API_KEY,
+                "GEMINI_BASE_URL": self.gemini.base_url,
+                "GEMINI_RETRY_BACKOFF_SECONDS": "0.05",
+                "DATABASE_URL": f"sqlite:///{self.db}",  # unless the settings name another
+                "IMAGEBOT_LOG_LEVEL": "INFO",
+                "PYTHONPATH": str(REPO),
+                **self.settings,
+            }
         )
         return env
 
