@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import discord
@@ -63,8 +63,8 @@ def _drop_malformed_events(parsers: dict[str, Callable[[Any], None]]) -> None:
         parsers[event] = tolerant(event, parse)
 
 
-class ImageBotClient(discord.Client):
-    """discord.py's client with our command tree, buttons and event handlers attached."""
+class _ImageBot:
+    """Our command tree, buttons and event handlers, on either of discord.py's clients."""
 
     def __init__(self, *, intents: discord.Intents, **options: Any) -> None:
         # the bot never joins a voice channel: discord.py's warnings about the voice
@@ -77,7 +77,8 @@ class ImageBotClient(discord.Client):
         self.handlers: Interactions | None = None
         self.conversations: Conversations | None = None
         self.delivery: DiscordDelivery | None = None
-        # set at the first READY; unlike wait_until_ready() it may be awaited before login
+        # set at the first READY (of every shard this process runs); unlike
+        # wait_until_ready() it may be awaited before login
         self.connected = asyncio.Event()
 
     async def setup_hook(self) -> None:
@@ -104,6 +105,87 @@ class ImageBotClient(discord.Client):
             await self.handlers.edit_submitted(interaction, match["job"])
 
 
+class ImageBotClient(_ImageBot, discord.Client):
+    """discord.py's client with our command tree, buttons and event handlers attached: one
+    gateway connection for every server (no DISCORD_SHARD_COUNT)."""
+
+
+# Discord lets each rate-limit bucket of shards (shard id % max_concurrency) IDENTIFY once
+# every 5 seconds, counted across all of a bot's processes.
+IDENTIFY_INTERVAL_SECONDS = 5.0
+
+
+class ShardedImageBotClient(_ImageBot, discord.AutoShardedClient):
+    """The same bot on discord.py's AutoShardedClient: one gateway connection per shard this
+    process runs (DISCORD_SHARD_IDS) out of DISCORD_SHARD_COUNT."""
+
+    def __init__(
+        self,
+        *,
+        intents: discord.Intents,
+        shard_count: int,
+        shard_ids: Sequence[int],
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            intents=intents, shard_count=shard_count, shard_ids=list(shard_ids), **options
+        )
+        self.identify_interval = IDENTIFY_INTERVAL_SECONDS
+        self.max_concurrency = 1  # from GET /gateway/bot at start-up
+        self._identified: dict[int, float] = {}  # rate-limit bucket -> its last IDENTIFY
+
+    async def launch_shards(self) -> None:
+        try:
+            limits = await self.fetch_session_start_limits()
+        except (discord.HTTPException, discord.GatewayNotFound) as exc:
+            log.warning("could not read Discord's session start limits: %s", exc)
+        else:
+            self.max_concurrency = max(1, limits.max_concurrency)
+            if limits.remaining < len(self.shard_ids or ()):
+                log.warning(
+                    "Discord allows %d more gateway sessions for %.0f s; %d shards are starting",
+                    limits.remaining,
+                    limits.reset_after / 1000,
+                    len(self.shard_ids or ()),
+                )
+        log.info(
+            "Discord: this process runs shard%s %s of %d",
+            "" if len(self.shard_ids or ()) == 1 else "s",
+            ", ".join(str(shard) for shard in self.shard_ids or ()),
+            self.shard_count or 0,
+        )
+        await super().launch_shards()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait until the shard's bucket may IDENTIFY again (discord.py waits 5 s before
+        every IDENTIFY but the first, whatever the bucket)."""
+        bucket = (shard_id or 0) % self.max_concurrency
+        loop = asyncio.get_running_loop()
+        last = self._identified.get(bucket)
+        if last is not None:
+            wait = last + self.identify_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._identified[bucket] = loop.time()
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        servers = sum(1 for guild in self.guilds if guild.shard_id == shard_id)
+        log.info("shard %d of %d ready in %d servers", shard_id, self.shard_count or 0, servers)
+
+
+def make_client(settings: Settings, **options: Any) -> ImageBotClient | ShardedImageBotClient:
+    """The sharded client when DISCORD_SHARD_COUNT is set, else the plain one."""
+    shards = settings.discord_shards
+    if settings.discord_shard_count is None or shards is None:
+        return ImageBotClient(intents=intents_for(settings), **options)
+    return ShardedImageBotClient(
+        intents=intents_for(settings),
+        shard_count=settings.discord_shard_count,
+        shard_ids=shards,
+        **options,
+    )
+
+
 class DiscordApp:
     """The Discord adapter; `serve()` connects and handles Discord until cancelled."""
 
@@ -113,7 +195,7 @@ class DiscordApp:
         point_at(settings)
         self.settings = settings
         self.service = service
-        self.client = ImageBotClient(intents=intents_for(settings), **client_options)
+        self.client = make_client(settings, **client_options)
         self.http = files.http_client()
         recent = RecentIds()
         self.delivery = DiscordDelivery(self.client, service)
@@ -158,6 +240,18 @@ class DiscordApp:
                 "developer portal (Bot → Privileged Gateway Intents) or set "
                 "DISCORD_THREAD_MESSAGES=false"
             ) from None
+        except discord.ConnectionClosed as exc:
+            if exc.code == 4011:  # Sharding required
+                raise ConfigError(
+                    "Discord requires more shards for a bot in this many servers: set "
+                    "DISCORD_SHARD_COUNT to at least one shard per 2,500 servers"
+                ) from None
+            if exc.code == 4010:  # Invalid shard
+                raise ConfigError(
+                    "Discord refused the shard settings: check DISCORD_SHARD_COUNT and "
+                    "DISCORD_SHARD_IDS"
+                ) from None
+            raise
         finally:
             await self.intake.stop()
             await self.client.close()
@@ -170,6 +264,7 @@ class DiscordApp:
 def create_app(settings: Settings, service: Service, **client_options: Any) -> DiscordApp:
     """The Discord adapter, registered with `service` (call before `service.start()`).
 
-    `client_options` go to discord.Client (tests pass a short `guild_ready_timeout`).
+    `client_options` go to discord.Client, or to discord.AutoShardedClient when
+    DISCORD_SHARD_COUNT is set (tests pass a short `guild_ready_timeout`).
     """
     return DiscordApp(settings, service, **client_options)

@@ -1,6 +1,7 @@
 """A Discord REST API, gateway and CDN on 127.0.0.1 that real discord.py runs against unmodified.
 
-One bot in one guild with one text channel. `point_discord_py_here()` aims discord.py at it
+One bot in one guild with one text channel (`add_guild` adds more guilds, each with its own
+channel). `point_discord_py_here()` aims discord.py at it
 (`Route.BASE`, which interaction callbacks and webhooks use too, and `DEFAULT_GATEWAY`). Every
 REST call is recorded in `calls`; what users see is kept in `messages` (per channel, with
 attachment bytes, after edits and deletes). The gateway speaks JSON text frames: HELLO,
@@ -8,14 +9,22 @@ heartbeats, IDENTIFY, READY + GUILD_CREATE, dispatches with rising sequence numb
 replay, RECONNECT and INVALID_SESSION. Builders make the events users cause (messages, slash
 commands, clicks, modal submits). Waiting helpers wake on every state change.
 
+Sharding as on Discord: an IDENTIFY with `shard: [id, count]` opens that shard's session (one
+gateway connection each; an IDENTIFY without it is shard [0, 1]). READY lists, and GUILD_CREATE
+follows for, only the guilds on the shard; a guild's events go only to shard
+`(guild_id >> 22) % count`, and events without a guild (DMs) only to shard 0. `GET /gateway/bot`
+reports `recommended_shards` and `max_concurrency`; an invalid shard is closed with 4010, and a
+shard holding more than `max_guilds_per_shard` guilds (when set) with 4011.
+
 As on Discord: interactions can be answered once and only within `interaction_ttl` seconds;
 files over `upload_limit_bytes` get 413; empty or over-long messages get 400; the bot receives
 its own messages as events; without MESSAGE_CONTENT, guild messages that do not mention the bot
 arrive without text; events the client's intents exclude are not sent.
 
-Approximations: one shard; permissions are fixed (no overwrites, nothing is ever forbidden);
+Approximations: permissions are fixed (no overwrites, nothing is ever forbidden);
 rate limits exist only when injected with `fail_next`; follow-up tokens never expire; attachment
-URLs never expire; reactions record only the bot's own.
+URLs never expire; reactions record only the bot's own; a new IDENTIFY for a shard replaces
+that shard's session (Discord would keep both); IDENTIFY is never rate limited.
 """
 
 from __future__ import annotations
@@ -94,6 +103,17 @@ def snowflake() -> int:
     return (millis << 22) | (next(_sequence) & 0x3FFFF)
 
 
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; events without a guild go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
+def guild_id_on_shard(shard_id: int, shard_count: int) -> int:
+    """A fresh guild id (a snowflake) whose events go to `shard_id` of `shard_count`."""
+    guild_id = snowflake()
+    return guild_id + (((shard_id - shard_of(guild_id, shard_count)) % shard_count) << 22)
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -161,6 +181,7 @@ class GatewayEvent(NamedTuple):
     seq: int
     type: str
     data: JSON
+    shard: int = 0  # the shard whose session it was sent on
 
 
 @dataclass
@@ -322,8 +343,25 @@ class _Fault:
 class _Session:
     id: str
     intents: int | None
+    shard: tuple[int, int] = (0, 1)  # [shard id, shard count] from IDENTIFY
     events: list[GatewayEvent] = field(default_factory=list)
     seq: int = 0
+    live: _Connection | None = None  # the connection receiving its events, if any
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord sends this session an event of this guild (None: no guild)."""
+        shard_id, count = self.shard
+        return shard_of(guild_id, count) == shard_id
+
+
+@dataclass
+class FakeGuild:
+    """A guild the bot is in, with the text channel it starts with."""
+
+    id: int
+    name: str
+    channel_id: int
+    bot_role_id: int
 
 
 @dataclass
@@ -349,6 +387,8 @@ class FakeDiscord:
         heartbeat_interval: int = 41250,
         interaction_ttl: float = 3.0,
         upload_limit_bytes: int = DEFAULT_UPLOAD_LIMIT,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
     ) -> None:
         self.token = token
         self.application_id = application_id
@@ -358,6 +398,13 @@ class FakeDiscord:
         self.heartbeat_interval = heartbeat_interval
         self.interaction_ttl = interaction_ttl
         self.upload_limit_bytes = upload_limit_bytes
+        # what GET /gateway/bot reports: shards to use, and shard buckets that may IDENTIFY
+        # at once (bucket = shard id % max_concurrency)
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
+        # when set, an IDENTIFY for a shard with more guilds is closed with 4011 (sharding
+        # required), as Discord does past 2,500 guilds a shard
+        self.max_guilds_per_shard: int | None = None
         # privileged intents switched on in the developer portal; others close the gateway (4014)
         self.allowed_privileged_intents = PRIVILEGED_INTENTS
         # Discord sends the bot its own messages (and thread creations) over the gateway too
@@ -370,6 +417,9 @@ class FakeDiscord:
         self.users: dict[int, JSON] = {}
         self.bot_user = self.add_user(bot_user_id, "imagebot", bot=True)
         self.add_user(self.owner_id, "owner")
+        self.guilds: dict[int, FakeGuild] = {
+            guild_id: FakeGuild(guild_id, "Test Guild", channel_id, self.bot_role_id)
+        }
         self.channels: dict[int, JSON] = {channel_id: self._text_channel(channel_id, "general")}
 
         self.calls: list[DiscordCall] = []
@@ -380,6 +430,7 @@ class FakeDiscord:
         self.events: list[GatewayEvent] = []  # every event dispatched, all sessions
         self.replayed: list[GatewayEvent] = []  # events sent again after a RESUME
         self.identify_payloads: list[JSON] = []
+        self.identified_at: list[float] = []  # time.monotonic() of each accepted IDENTIFY
         self.errors: list[Exception] = []  # requests the fake itself failed to handle
         self.intents: int | None = None
         self.connections = 0
@@ -396,8 +447,7 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, _Interaction] = {}
         self._modals: dict[str, JSON] = {}
         self._faults: list[_Fault] = []
-        self._session: _Session | None = None
-        self._live: _Connection | None = None
+        self._sessions: dict[tuple[int, int], _Session] = {}  # by [shard id, shard count]
         self._open: list[_Connection] = []
         self._gateway_lock = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -608,11 +658,29 @@ class FakeDiscord:
     def user(self, user_id: int) -> JSON:
         return self.users.get(user_id) or self.add_user(user_id)
 
-    def add_text_channel(self, name: str) -> int:
+    def add_text_channel(self, name: str, *, guild_id: int | None = None) -> int:
         """Another text channel in the guild (the client sees it after its next IDENTIFY)."""
         channel_id = snowflake()
-        self.channels[channel_id] = self._text_channel(channel_id, name)
+        self.channels[channel_id] = self._text_channel(channel_id, name, guild_id)
         return channel_id
+
+    def add_guild(
+        self,
+        name: str = "Second Guild",
+        *,
+        guild_id: int | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> FakeGuild:
+        """Another guild the bot is in, with a "general" text channel; `shard` ([id, count])
+        picks an id whose events go to that shard. Clients see it after their next IDENTIFY."""
+        if guild_id is None:
+            guild_id = guild_id_on_shard(*shard) if shard is not None else snowflake()
+        elif shard is not None and shard_of(guild_id, shard[1]) != shard[0]:
+            raise ValueError(f"guild {guild_id} is on shard {shard_of(guild_id, shard[1])}")
+        guild = FakeGuild(guild_id, name, snowflake(), snowflake())
+        self.guilds[guild_id] = guild
+        self.channels[guild.channel_id] = self._text_channel(guild.channel_id, "general", guild_id)
+        return guild
 
     def deny(self, channel_id: int, *permissions: str) -> None:
         """A channel override taking `permissions` (ATTACH_FILES, EMBED_LINKS, SEND_MESSAGES)
@@ -715,11 +783,11 @@ class FakeDiscord:
         self._attachments[att_id] = stored
         return stored
 
-    def _text_channel(self, channel_id: int, name: str) -> JSON:
+    def _text_channel(self, channel_id: int, name: str, guild_id: int | None = None) -> JSON:
         return {
             "id": str(channel_id),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id or self.guild_id),
             "name": name,
             "position": 0,
             "permission_overwrites": [],
@@ -745,9 +813,10 @@ class FakeDiscord:
             raise _unknown("Channel", 10003)
         return channel
 
-    def _member(self, user_id: int, *, with_user: bool = True) -> JSON:
+    def _member(self, user_id: int, *, with_user: bool = True, guild_id: int | None = None) -> JSON:
+        guild = self.guilds.get(guild_id or self.guild_id) or self.guilds[self.guild_id]
         member: JSON = {
-            "roles": [str(self.bot_role_id)] if user_id == self.bot_user_id else [],
+            "roles": [str(guild.bot_role_id)] if user_id == self.bot_user_id else [],
             "nick": None,
             "avatar": None,
             "banner": None,
@@ -784,7 +853,11 @@ class FakeDiscord:
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False, "email": None},
             "user_settings": {},
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [
+                {"id": str(guild_id), "unavailable": True}
+                for guild_id in self.guilds
+                if session.receives(guild_id)
+            ],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -798,7 +871,7 @@ class FakeDiscord:
             "_trace": ['["fake-gateway",{"micros":0}]'],
         }
 
-    def _roles(self) -> list[JSON]:
+    def _roles(self, guild: FakeGuild) -> list[JSON]:
         def role(role_id: int, name: str, permissions: int, position: int, **extra: Any) -> JSON:
             return {
                 "id": str(role_id),
@@ -817,9 +890,9 @@ class FakeDiscord:
             }
 
         return [
-            role(self.guild_id, "@everyone", _EVERYONE_PERMISSIONS, 0),
+            role(guild.id, "@everyone", _EVERYONE_PERMISSIONS, 0),
             role(
-                self.bot_role_id,
+                guild.bot_role_id,
                 self.bot_user["username"],
                 _BOT_PERMISSIONS,
                 1,
@@ -828,10 +901,10 @@ class FakeDiscord:
             ),
         ]
 
-    def _guild_rest_payload(self) -> JSON:
+    def _guild_rest_payload(self, guild: FakeGuild) -> JSON:
         return {
-            "id": str(self.guild_id),
-            "name": "Test Guild",
+            "id": str(guild.id),
+            "name": guild.name,
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -843,13 +916,13 @@ class FakeDiscord:
             "verification_level": 0,
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
-            "roles": self._roles(),
+            "roles": self._roles(guild),
             "emojis": [],
             "stickers": [],
             "features": [],
             "mfa_level": 0,
             "application_id": None,
-            "system_channel_id": str(self.channel_id),
+            "system_channel_id": str(guild.channel_id),
             "system_channel_flags": 0,
             "rules_channel_id": None,
             "public_updates_channel_id": None,
@@ -863,11 +936,14 @@ class FakeDiscord:
             "premium_progress_bar_enabled": False,
         }
 
-    def _guild_create_payload(self) -> JSON:
-        members = [self._member(self.bot_user_id), self._member(self.owner_id)]
-        guild_channels = [c for c in self.channels.values() if c.get("guild_id")]
+    def _guild_create_payload(self, guild: FakeGuild) -> JSON:
+        members = [
+            self._member(self.bot_user_id, guild_id=guild.id),
+            self._member(self.owner_id, guild_id=guild.id),
+        ]
+        guild_channels = [c for c in self.channels.values() if c.get("guild_id") == str(guild.id)]
         return {
-            **self._guild_rest_payload(),
+            **self._guild_rest_payload(guild),
             "joined_at": "2024-01-01T00:00:00+00:00",
             "large": False,
             "lazy": True,
@@ -909,7 +985,7 @@ class FakeDiscord:
                 "permissions": str(_BOT_PERMISSIONS),
             },
             "integration_types_config": {"0": {}},
-            "approximate_guild_count": 1,
+            "approximate_guild_count": len(self.guilds),
         }
 
     # builders: what users do ---------------------------------------------------------------------
@@ -942,7 +1018,9 @@ class FakeDiscord:
             content=content,
             attachments=[self._attachments[int(a["id"])] for a in attachments],
             mentions=mentioned,
-            member=self._member(author_id, with_user=False) if gid is not None else None,
+            member=(
+                self._member(author_id, with_user=False, guild_id=gid) if gid is not None else None
+            ),
         )
         referenced = referenced_message
         if isinstance(referenced, StoredMessage):
@@ -1146,7 +1224,7 @@ class FakeDiscord:
             "attachment_size_limit": self.upload_limit_bytes,
         }
         if guild_id is not None:
-            member = self._member(user_id)
+            member = self._member(user_id, guild_id=guild_id)
             member["permissions"] = str(self._permissions_of(user_id))
             payload.update(
                 guild_id=str(guild_id),
@@ -1184,7 +1262,7 @@ class FakeDiscord:
     def _mention(self, user_id: int, guild_id: int | None) -> JSON:
         mention = dict(self.user(user_id))
         if guild_id is not None:
-            mention["member"] = self._member(user_id, with_user=False)
+            mention["member"] = self._member(user_id, with_user=False, guild_id=guild_id)
         return mention
 
     def _reference(self, message_id: int, channel_id: int, guild_id: int | None) -> JSON:
@@ -1223,7 +1301,9 @@ class FakeDiscord:
         payload = self._message_payload(msg)
         if msg.guild_id is not None:
             payload["guild_id"] = str(msg.guild_id)
-            payload["member"] = msg.member or self._member(msg.author_id, with_user=False)
+            payload["member"] = msg.member or self._member(
+                msg.author_id, with_user=False, guild_id=msg.guild_id
+            )
         return payload
 
     def _message_in(self, channel_id: int, message_id: int) -> StoredMessage:
@@ -1250,7 +1330,11 @@ class FakeDiscord:
             flags=int(body.get("flags") or 0) & ~FLAG_LOADING,
             tts=bool(body.get("tts")),
             nonce=body.get("nonce"),
-            member=self._member(self.bot_user_id, with_user=False) if guild_id else None,
+            member=(
+                self._member(self.bot_user_id, with_user=False, guild_id=guild_id)
+                if guild_id
+                else None
+            ),
         )
         msg.mentions = [
             self._mention(int(uid), guild_id) for uid in _USER_MENTION.findall(msg.content)
@@ -1350,7 +1434,7 @@ class FakeDiscord:
         thread: JSON = {
             "id": str(thread_id),
             "type": int(body.get("type") or 11),
-            "guild_id": str(self.guild_id),
+            "guild_id": parent["guild_id"],
             "parent_id": parent["id"],
             "owner_id": str(self.bot_user_id),
             "name": name,
@@ -1438,18 +1522,44 @@ class FakeDiscord:
         except TimeoutError:
             raise TimeoutError(describe()) from None
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a client has identified (or resumed) and receives events."""
+    async def wait_until_ready(self, timeout: float = 10.0, *, shard: int | None = None) -> None:
+        """Wait until a client has identified (or resumed) and receives events: on every shard
+        of the shard count clients identified with, or on `shard` alone."""
         await self.wait_until(
-            lambda: self._live is not None, timeout, lambda: "no client identified on the gateway"
+            lambda: self._ready(shard),
+            timeout,
+            lambda: f"no client identified on the gateway ({self._describe_sessions()})",
         )
 
     async def wait_for_resume(self, timeout: float = 10.0, *, count: int = 1) -> None:
         """Wait until `count` RESUMEs in total have been answered (replay done, RESUMED sent)."""
         await self.wait_until(
-            lambda: self.resumes >= count and self._live is not None,
+            lambda: self.resumes >= count and self._ready(None),
             timeout,
             lambda: f"{self.resumes} resumes, wanted {count}",
+        )
+
+    def live_shards(self) -> list[tuple[int, int]]:
+        """[shard id, shard count] of every session with a live connection, in order."""
+        return sorted(key for key, session in self._sessions.items() if session.live is not None)
+
+    def _ready(self, shard: int | None) -> bool:
+        sessions = list(self._sessions.values())
+        if shard is not None:
+            return any(s.live is not None and s.shard[0] == shard for s in sessions)
+        if not sessions or any(s.live is None for s in sessions):
+            return False
+        counts = {s.shard[1] for s in sessions}
+        return all(
+            {s.shard[0] for s in sessions if s.shard[1] == n} == set(range(n)) for n in counts
+        )
+
+    def _describe_sessions(self) -> str:
+        if not self._sessions:
+            return "no session"
+        return ", ".join(
+            f"shard {i} of {n} {'live' if s.live else 'not live'}"
+            for (i, n), s in sorted(self._sessions.items())
         )
 
     # gateway -------------------------------------------------------------------------------------
@@ -1457,38 +1567,53 @@ class FakeDiscord:
     async def dispatch(self, event_type: str, data: JSON) -> int:
         """Send an op 0 event with the next sequence number; kept for replay after a RESUME.
 
-        As on Discord, a client whose intents exclude the event does not receive it (e.g.
+        As on Discord, it goes only to the shard that has its guild (shard 0 when it has no
+        guild, as DMs); a client whose intents exclude the event does not receive it (e.g.
         MESSAGE_CREATE in a guild needs GUILD_MESSAGES), and guild message text needs
-        MESSAGE_CONTENT unless the bot is mentioned.
+        MESSAGE_CONTENT unless the bot is mentioned. Returns the event's sequence number.
         """
-        session = self._session
-        if session is None:
+        if not self._sessions:
             raise RuntimeError("no gateway session: start a client and await wait_until_ready()")
+        guild_id = _event_guild(event_type, data)
+        sessions = [s for s in self._sessions.values() if s.receives(guild_id)]
+        if not sessions:
+            raise RuntimeError(
+                f"no gateway session receives guild {guild_id}'s events "
+                f"({self._describe_sessions()})"
+            )
+        return await self._dispatch_to(sessions, event_type, data)
+
+    async def _dispatch_to(self, sessions: list[_Session], event_type: str, data: JSON) -> int:
+        seqs = []
         async with self._gateway_lock:
-            session.seq += 1
-            event = GatewayEvent(session.seq, event_type, data)
-            session.events.append(event)
-            self.events.append(event)
             if event_type == "INTERACTION_CREATE":
                 inter = self._interactions.get(int(data["id"]))
                 if inter is not None:
                     inter.dispatched_at = time.monotonic()
-            live = self._live
-            if live is not None and live.session is session:
-                await self._send_event(live, event)
+            for session in sessions:
+                session.seq += 1
+                event = GatewayEvent(session.seq, event_type, data, session.shard[0])
+                session.events.append(event)
+                self.events.append(event)
+                seqs.append(event.seq)
+                if session.live is not None:
+                    await self._send_event(session.live, event)
         self._touch()
-        return event.seq
+        return seqs[0]
 
-    async def send_reconnect(self) -> None:
-        """op 7: the client must reconnect and RESUME; events until then are replayed."""
-        conn = self._require_live()
-        self._live = None
+    async def send_reconnect(self, *, shard: int | None = None) -> None:
+        """op 7: the client must reconnect and RESUME; events until then are replayed.
+        `shard` picks the connection when several shards are live."""
+        session = self._require_live(shard)
+        conn, session.live = session.live, None
+        assert conn is not None
         await self._send(conn, {"op": 7, "d": None})
 
-    async def drop_connection(self, code: int | None = None) -> None:
+    async def drop_connection(self, code: int | None = None, *, shard: int | None = None) -> None:
         """Cut the live connection: abruptly (no close frame) or with a close code."""
-        conn = self._require_live()
-        self._live = None
+        session = self._require_live(shard)
+        conn, session.live = session.live, None
+        assert conn is not None
         if code is None:
             transport = conn.request.transport
             if transport is not None:
@@ -1496,22 +1621,37 @@ class FakeDiscord:
         else:
             await conn.ws.close(code=code, message=b"Dropped by the fake")
 
-    async def invalidate_session(self, *, resumable: bool = False) -> None:
+    async def invalidate_session(
+        self, *, resumable: bool = False, shard: int | None = None
+    ) -> None:
         """op 9: unless resumable, the session is gone and the client must IDENTIFY again."""
-        conn = self._require_live()
-        self._live = None
+        session = self._require_live(shard)
+        conn, session.live = session.live, None
+        assert conn is not None
         if not resumable:
-            self._session = None
+            del self._sessions[session.shard]
         await self._send(conn, {"op": 9, "d": resumable})
 
-    def _require_live(self) -> _Connection:
-        if self._live is None:
+    def _require_live(self, shard: int | None) -> _Session:
+        live = [
+            s
+            for s in self._sessions.values()
+            if s.live is not None and (shard is None or s.shard[0] == shard)
+        ]
+        if not live:
             raise RuntimeError("no live gateway connection")
-        return self._live
+        if len(live) > 1:
+            raise RuntimeError("several shards are connected: say which with shard=")
+        return live[0]
 
     async def _echo(self, event_type: str, data: JSON) -> None:
-        if self.echo_bot_messages and self._session is not None:
-            await self.dispatch(event_type, data)
+        """What the bot did, sent back to it, to the shard that has the guild, if connected."""
+        if not self.echo_bot_messages:
+            return
+        guild_id = _event_guild(event_type, data)
+        sessions = [s for s in self._sessions.values() if s.receives(guild_id)]
+        if sessions:
+            await self._dispatch_to(sessions, event_type, data)
 
     async def _echo_message(self, event_type: str, msg: StoredMessage) -> None:
         if msg.ephemeral:
@@ -1543,12 +1683,16 @@ class FakeDiscord:
                     break
                 await self._on_gateway_message(conn, message)
         finally:
-            conn.closed = True
+            self._closed(conn)
             self._open.remove(conn)
-            if self._live is conn:
-                self._live = None
             self._touch()
         return ws
+
+    @staticmethod
+    def _closed(conn: _Connection) -> None:
+        conn.closed = True
+        if conn.session is not None and conn.session.live is conn:
+            conn.session.live = None
 
     async def _on_gateway_message(self, conn: _Connection, message: JSON) -> None:
         op, data = message.get("op"), message.get("d")
@@ -1571,31 +1715,44 @@ class FakeDiscord:
         if intents is not None and intents & PRIVILEGED_INTENTS & ~self.allowed_privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        shard = _shard_field(data.get("shard", [0, 1]))
+        if shard is None:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = _Session(id=uuid.uuid4().hex, intents=intents, shard=shard)
+        guilds = [g for g in self.guilds.values() if session.receives(g.id)]
+        if self.max_guilds_per_shard is not None and len(guilds) > self.max_guilds_per_shard:
+            await conn.ws.close(code=4011, message=b"Sharding required.")
+            return
         self.identifies += 1
         self.identify_payloads.append(data)
+        self.identified_at.append(time.monotonic())
         self.intents = intents
-        session = _Session(id=uuid.uuid4().hex, intents=intents)
-        self._session = session
+        ready = self._ready_payload(session)
+        if "shard" in data:
+            ready["shard"] = list(shard)
+        # a new IDENTIFY for a shard replaces its session
+        self._sessions[shard] = session
         async with self._gateway_lock:
             conn.session = session
-            for event_type, payload in (
-                ("READY", self._ready_payload(session)),
-                ("GUILD_CREATE", self._guild_create_payload()),
-            ):
+            dispatches = [("READY", ready)]
+            dispatches += [("GUILD_CREATE", self._guild_create_payload(g)) for g in guilds]
+            for event_type, payload in dispatches:
                 session.seq += 1
-                event = GatewayEvent(session.seq, event_type, payload)
+                event = GatewayEvent(session.seq, event_type, payload, shard[0])
                 session.events.append(event)
                 self.events.append(event)
                 await self._send_event(conn, event)
-            self._live = conn
+            if not conn.closed:
+                session.live = conn
         self._touch()
 
     async def _resume(self, conn: _Connection, data: JSON) -> None:
         if data.get("token") != self.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
-        session = self._session
-        if session is None or data.get("session_id") != session.id:
+        session = next((s for s in self._sessions.values() if s.id == data.get("session_id")), None)
+        if session is None:
             await self._send(conn, {"op": 9, "d": False})
             return
         after = int(data.get("seq") or 0)
@@ -1608,7 +1765,8 @@ class FakeDiscord:
             # RESUMED takes a number but is not replayed itself
             session.seq += 1
             await self._send(conn, {"op": 0, "t": "RESUMED", "s": session.seq, "d": {}})
-            self._live = conn
+            if not conn.closed:
+                session.live = conn
             self.resumes += 1
         self._touch()
 
@@ -1616,9 +1774,13 @@ class FakeDiscord:
         session = conn.session
         if session is None:
             return
-        members = [self._member(self.bot_user_id), self._member(self.owner_id)]
+        guild_id = int(data.get("guild_id") or self.guild_id)
+        members = [
+            self._member(self.bot_user_id, guild_id=guild_id),
+            self._member(self.owner_id, guild_id=guild_id),
+        ]
         chunk: JSON = {
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id),
             "members": members,
             "chunk_index": 0,
             "chunk_count": 1,
@@ -1628,7 +1790,7 @@ class FakeDiscord:
             chunk["nonce"] = data["nonce"]
         async with self._gateway_lock:
             session.seq += 1
-            event = GatewayEvent(session.seq, "GUILD_MEMBERS_CHUNK", chunk)
+            event = GatewayEvent(session.seq, "GUILD_MEMBERS_CHUNK", chunk, session.shard[0])
             session.events.append(event)
             self.events.append(event)
             await self._send_event(conn, event)
@@ -1656,9 +1818,7 @@ class FakeDiscord:
         try:
             await conn.ws.send_str(json.dumps(payload))
         except (ConnectionError, RuntimeError):
-            conn.closed = True
-            if self._live is conn:
-                self._live = None
+            self._closed(conn)
 
     # HTTP plumbing -------------------------------------------------------------------------------
 
@@ -1798,16 +1958,19 @@ class FakeDiscord:
 
     async def _get_my_guilds(self, request: web.Request) -> web.Response:
         # partial guilds, as Discord lists them; `permissions` is the bot's, as a string
-        guild = {
-            "id": str(self.guild_id),
-            "name": self._guild_rest_payload()["name"],
-            "icon": None,
-            "banner": None,
-            "owner": False,
-            "permissions": str(_BOT_PERMISSIONS),
-            "features": [],
-        }
-        return _json_response([guild])
+        guilds = [
+            {
+                "id": str(guild.id),
+                "name": guild.name,
+                "icon": None,
+                "banner": None,
+                "owner": False,
+                "permissions": str(_BOT_PERMISSIONS),
+                "features": [],
+            }
+            for guild in self.guilds.values()
+        ]
+        return _json_response(guilds)
 
     async def _get_user(self, request: web.Request) -> web.Response:
         user_id = _int_param(request, "user_id")
@@ -1830,12 +1993,12 @@ class FakeDiscord:
         return _json_response(
             {
                 "url": self.gateway_url,
-                "shards": 1,
+                "shards": self.recommended_shards,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 1000,
                     "reset_after": 0,
-                    "max_concurrency": 1,
+                    "max_concurrency": self.max_concurrency,
                 },
             }
         )
@@ -1847,10 +2010,7 @@ class FakeDiscord:
             raise _unknown("Application", 10002)
         if "guild_id" not in request.match_info:
             return None
-        guild_id = _int_param(request, "guild_id")
-        if guild_id != self.guild_id:
-            raise _unknown("Guild", 10004)
-        return guild_id
+        return self._require_guild(request).id
 
     def _stored_command(self, scope: int | None, body: JSON, existing: JSON | None) -> JSON:
         if not body.get("name"):
@@ -1922,25 +2082,30 @@ class FakeDiscord:
 
     # REST: guild and channels --------------------------------------------------------------------
 
-    def _require_guild(self, request: web.Request) -> None:
-        if _int_param(request, "guild_id") != self.guild_id:
+    def _require_guild(self, request: web.Request) -> FakeGuild:
+        guild = self.guilds.get(_int_param(request, "guild_id"))
+        if guild is None:
             raise _unknown("Guild", 10004)
+        return guild
 
     async def _get_guild(self, request: web.Request) -> web.Response:
-        self._require_guild(request)
-        return _json_response(self._guild_rest_payload())
+        return _json_response(self._guild_rest_payload(self._require_guild(request)))
 
     async def _get_guild_channels(self, request: web.Request) -> web.Response:
-        self._require_guild(request)
-        channels = [c for c in self.channels.values() if c.get("guild_id") and c["type"] == 0]
+        guild = self._require_guild(request)
+        channels = [
+            c
+            for c in self.channels.values()
+            if c.get("guild_id") == str(guild.id) and c["type"] == 0
+        ]
         return _json_response(channels)
 
     async def _get_member(self, request: web.Request) -> web.Response:
-        self._require_guild(request)
+        guild = self._require_guild(request)
         user_id = _int_param(request, "user_id")
         if user_id not in self.users:
             raise _unknown("Member", 10007)
-        return _json_response(self._member(user_id))
+        return _json_response(self._member(user_id, guild_id=guild.id))
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         return _json_response(self._channel(_int_param(request, "channel_id")))
@@ -2267,6 +2432,26 @@ def _ensure_not_empty(msg: StoredMessage) -> None:
         raise _ApiError(400, 50006, "Cannot send an empty message")
 
 
+def _event_guild(event_type: str, data: JSON) -> int | None:
+    """The guild an event belongs to (GUILD_CREATE and friends carry it as their own id)."""
+    guild_id = data.get("guild_id")
+    if guild_id is None and event_type in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"):
+        guild_id = data.get("id")
+    return int(guild_id) if guild_id is not None else None
+
+
+def _shard_field(value: Any) -> tuple[int, int] | None:
+    """IDENTIFY's `shard: [id, count]`, or None when Discord would refuse it (4010)."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    shard_id, count = value
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        return None
+    if count < 1 or not 0 <= shard_id < count:
+        return None
+    return shard_id, count
+
+
 def _wanted(event_type: str, data: JSON, intents: int | None) -> bool:
     """Whether a client with these intents subscribed to this event."""
     if intents is None:
@@ -2292,9 +2477,12 @@ __all__ = [
     "DEFAULT_UPLOAD_LIMIT",
     "DiscordCall",
     "FakeDiscord",
+    "FakeGuild",
     "GatewayEvent",
     "StoredAttachment",
     "StoredMessage",
     "UploadedFile",
+    "guild_id_on_shard",
+    "shard_of",
     "snowflake",
 ]

@@ -472,3 +472,176 @@ async def test_a_file_over_the_upload_limit_is_refused_with_413(fake: FakeDiscor
 
         assert refused.value.status == 413 and refused.value.code == 40005
         assert fake.channel_messages() == []
+
+
+# sharding -----------------------------------------------------------------------------------
+
+
+async def _identify(
+    http: aiohttp.ClientSession, fake: FakeDiscord, shard: list[int]
+) -> aiohttp.ClientWebSocketResponse:
+    """A raw gateway connection that identified as `shard`."""
+    ws = await http.ws_connect(fake.gateway_url)
+    hello = await ws.receive_json(timeout=5)
+    assert hello["op"] == 10
+    identify = {"token": fake.token, "intents": 1 | 1 << 9 | 1 << 12, "shard": shard}
+    await ws.send_json({"op": 2, "d": {**identify, "properties": {}}})
+    return ws
+
+
+async def _dispatches_until(
+    ws: aiohttp.ClientWebSocketResponse, last_type: str
+) -> list[dict[str, Any]]:
+    """Every dispatch on the connection up to and including the first of type `last_type`;
+    frames keep their order, so what is not here before it was never sent."""
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["t"] != last_type:
+        frame = await ws.receive_json(timeout=5)
+        if frame["op"] == 0:
+            seen.append(frame)
+    return seen
+
+
+async def test_each_shard_gets_its_own_guilds_and_dms_go_to_shard_zero() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as http:
+        second = fake.add_guild("Second", shard=(1, 2))
+        assert (fake.guild_id >> 22) % 2 == 0 and (second.id >> 22) % 2 == 1
+        zero = await _identify(http, fake, [0, 2])
+        one = await _identify(http, fake, [1, 2])
+        ready_zero = await _dispatches_until(zero, "GUILD_CREATE")
+        ready_one = await _dispatches_until(one, "GUILD_CREATE")
+        await fake.wait_until_ready()
+        assert fake.live_shards() == [(0, 2), (1, 2)]
+
+        # READY lists only the shard's guilds, says which shard it is, and its GUILD_CREATE follows
+        assert [f["t"] for f in ready_zero] == ["READY", "GUILD_CREATE"]
+        assert ready_zero[0]["d"]["shard"] == [0, 2]
+        assert [g["id"] for g in ready_zero[0]["d"]["guilds"]] == [str(fake.guild_id)]
+        assert ready_zero[1]["d"]["id"] == str(fake.guild_id)
+        assert ready_one[0]["d"]["shard"] == [1, 2]
+        assert [g["id"] for g in ready_one[0]["d"]["guilds"]] == [str(second.id)]
+        [channel] = ready_one[1]["d"]["channels"]
+        assert channel["id"] == str(second.channel_id) and channel["guild_id"] == str(second.id)
+
+        in_first = fake.message_create("first", author_id=USER_ID)
+        in_second = fake.message_create("second", author_id=USER_ID, channel_id=second.channel_id)
+        dm = fake.message_create("dm", author_id=USER_ID, channel_id=fake.add_dm_channel(USER_ID))
+        command = fake.interaction_slash_command(
+            "imagine", user_id=USER_ID, channel_id=second.channel_id
+        )
+        for event_type, data in [
+            ("MESSAGE_CREATE", in_first),
+            ("MESSAGE_CREATE", in_second),
+            ("MESSAGE_CREATE", dm),
+            ("INTERACTION_CREATE", command),
+        ]:
+            await fake.dispatch(event_type, data)
+        # one last event per shard: anything else routed to a shard arrives before it
+        for guild_id in (fake.guild_id, second.id):
+            await fake.dispatch("GUILD_UPDATE", {"id": str(guild_id)})
+
+        got_zero = await _dispatches_until(zero, "GUILD_UPDATE")
+        got_one = await _dispatches_until(one, "GUILD_UPDATE")
+        assert [f["d"]["id"] for f in got_zero[:-1]] == [in_first["id"], dm["id"]]
+        assert [(f["t"], f["d"]["id"]) for f in got_one[:-1]] == [
+            ("MESSAGE_CREATE", in_second["id"]),
+            ("INTERACTION_CREATE", command["id"]),
+        ]
+        assert command["guild_id"] == str(second.id)
+        routed = [(e.type, e.shard) for e in fake.events if e.type != "GUILD_CREATE"]
+        assert routed[-6:] == [
+            ("MESSAGE_CREATE", 0),
+            ("MESSAGE_CREATE", 1),
+            ("MESSAGE_CREATE", 0),
+            ("INTERACTION_CREATE", 1),
+            ("GUILD_UPDATE", 0),
+            ("GUILD_UPDATE", 1),
+        ]
+        await zero.close()
+        await one.close()
+
+
+async def test_gateway_bot_recommends_shards_and_a_bad_shard_is_refused() -> None:
+    async with (
+        FakeDiscord(recommended_shards=4, max_concurrency=2) as fake,
+        aiohttp.ClientSession() as http,
+    ):
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with http.get(f"{fake.api_url}/gateway/bot", headers=headers) as answer:
+            body = await answer.json()
+        assert body["shards"] == 4 and body["session_start_limit"]["max_concurrency"] == 2
+
+        for shard in ([2, 2], [0, 0], [-1, 2], [0]):
+            ws = await _identify(http, fake, shard)
+            closed = await ws.receive(timeout=5)
+            assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4010, shard
+            await ws.close()
+
+        fake.add_guild()  # two guilds, both on the only shard
+        fake.max_guilds_per_shard = 1
+        ws = await _identify(http, fake, [0, 1])
+        closed = await ws.receive(timeout=5)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4011
+        await ws.close()
+        assert fake.identifies == 0
+
+
+async def test_no_session_for_a_guilds_shard_is_an_error_and_the_bots_echo_is_dropped() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as http:
+        second = fake.add_guild(shard=(1, 2))
+        zero = await _identify(http, fake, [0, 2])
+        await _dispatches_until(zero, "GUILD_CREATE")
+        await fake.wait_until_ready(shard=0)
+
+        with pytest.raises(RuntimeError, match="no gateway session receives guild"):
+            await fake.dispatch(
+                "MESSAGE_CREATE",
+                fake.message_create("lost", author_id=USER_ID, channel_id=second.channel_id),
+            )
+        headers = {"Authorization": f"Bot {fake.token}"}
+        url = f"{fake.api_url}/channels/{second.channel_id}/messages"
+        async with http.post(url, headers=headers, json={"content": "hi"}) as posted:
+            assert posted.status == 200  # REST needs no gateway; the echo goes nowhere
+        assert [e.type for e in fake.events] == ["READY", "GUILD_CREATE"]
+        with pytest.raises(TimeoutError):
+            await fake.wait_until_ready(timeout=0.05)  # shard 1 of 2 never connected
+        await zero.close()
+
+
+class QuickShardedClient(discord.AutoShardedClient):
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s before each IDENTIFY but the first; nothing to protect here."""
+
+
+async def test_discord_py_auto_sharded_client_runs_both_shards_and_answers_in_each(
+    fake: FakeDiscord,
+) -> None:
+    second = fake.add_guild("Second", shard=(1, 2))
+    client = QuickShardedClient(
+        intents=discord.Intents.default(), shard_count=2, guild_ready_timeout=0.05
+    )
+    tree = app_commands.CommandTree(client)
+    seen = Inbox()
+
+    @tree.command(name="where", description="Which shard am I on?")
+    async def where(interaction: discord.Interaction) -> None:
+        assert interaction.guild is not None
+        seen.put((interaction.guild.id, interaction.guild.shard_id))
+        await interaction.response.send_message(f"shard {interaction.guild.shard_id}")
+
+    async with running(client, fake):
+        assert fake.live_shards() == [(0, 2), (1, 2)]
+        assert [p["shard"] for p in fake.identify_payloads] == [[0, 2], [1, 2]]
+        first_guild, second_guild = client.get_guild(fake.guild_id), client.get_guild(second.id)
+        assert first_guild is not None and first_guild.shard_id == 0
+        assert second_guild is not None and second_guild.shard_id == 1
+        assert isinstance(second_guild.get_channel(second.channel_id), discord.TextChannel)
+        await tree.sync()
+
+        for channel_id in (fake.channel_id, second.channel_id):
+            await fake.dispatch(
+                "INTERACTION_CREATE",
+                fake.interaction_slash_command("where", user_id=USER_ID, channel_id=channel_id),
+            )
+        assert sorted(await seen.wait_for(2)) == [(fake.guild_id, 0), (second.id, 1)]
+        await fake.wait_for_message(lambda m: m.content == "shard 1", channel_id=second.channel_id)
