@@ -257,6 +257,7 @@ class Service:
         )
         if faulty:  # writes work again: workers that found the store failing look again
             self._wake_soon()
+        await self.store.measure()  # the size /metrics shows
         await self._resume_after_store_fault()
         if self._draining:
             return

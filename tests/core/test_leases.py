@@ -25,11 +25,13 @@ class Clock:
 
 
 async def test_a_job_left_running_by_a_dead_process_is_taken_over_only_when_its_lease_ends(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     clock = Clock()
     # long leases: nothing lapses by the wall clock while the test runs
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=60)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_LEASE_SECONDS=60
+    )
     fake_gemini.latency = 30.0
     async with open_service(settings, clock=clock, owner="dead") as dead:
         dead.register("test", RecordingAdapter())
@@ -56,10 +58,12 @@ async def test_a_job_left_running_by_a_dead_process_is_taken_over_only_when_its_
 
 
 async def test_a_held_request_of_a_dead_process_is_resumed_once_its_lease_ends(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     clock = Clock()
-    settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=60)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_LEASE_SECONDS=60
+    )
     async with open_service(settings, clock=clock, owner="dead") as dead:
         dead.register("test", RecordingAdapter())
         assert await dead.hold("test", "msg-1", {"text": "a fox"})

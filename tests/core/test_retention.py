@@ -54,10 +54,10 @@ async def test_old_conversations_and_images_are_cleared_and_the_file_shrinks(
 
 
 async def test_a_continuation_whose_image_was_cleared_says_so_without_a_call(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini)
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url)
     async with running(settings, adapter) as service:
         first = await service.submit(request("a fox", "k1", thread_key="t"))
         await adapter.wait_for(first.job.id)
@@ -80,14 +80,14 @@ def test_conversations_are_kept_at_least_a_month() -> None:
 
 
 async def test_an_image_still_used_by_a_conversation_is_kept(
-    tmp_path: Path, fake_gemini: FakeGemini
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     from core.runtime import open_service
     from tests.core.test_leases import Clock
 
     clock = Clock()
     adapter = RecordingAdapter()
-    settings = make_settings(tmp_path, fake_gemini)
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url)
     async with open_service(settings, clock=clock) as service:
         service.register("test", adapter)
         await service.start()
