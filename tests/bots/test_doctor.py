@@ -585,3 +585,24 @@ def test_a_line_never_shows_a_secret_even_when_a_server_echoes_it() -> None:
     assert check.line(["xoxb-123456789", "ok"]) == (
         "✗ Slack bot token: Slack said [redacted] is bad; ok"
     )
+
+
+async def test_a_postgresql_database_is_checked_with_a_write_and_a_wrong_one_named(
+    tmp_path: Path, fake_gemini: FakeGemini, postgres_url: str
+) -> None:
+    code, lines = await run(make_settings(tmp_path, fake_gemini, DATABASE_URL=postgres_url))
+    assert code == 0, "\n".join(lines)
+    server = postgres_url.split("@", 1)[1]
+    assert line(lines, "✓ database PostgreSQL at").startswith(
+        f"✓ database PostgreSQL at {server} takes writes (schema version "
+    )
+    assert not any("disk space" in text for text in lines)  # the server's own business
+
+    wrong = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    code, lines = await run(make_settings(tmp_path, fake_gemini, DATABASE_URL=wrong))
+    assert code == 1
+    failed = line(lines, "✗ database PostgreSQL at")
+    assert "no_such_database" in failed and failed.endswith(
+        "check DATABASE_URL (user, password, host, port and database name)"
+    )
+    assert "postgres@" not in failed  # never the user (or a password) in the line
