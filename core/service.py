@@ -551,7 +551,8 @@ class Service:
                     # stored and shown: it runs, and its result is posted as a new message
                     log.warning("could not store where the request was shown", exc_info=True)
         if job.platform in self._resumable and await self._publish(job):
-            self._active.discard(job.id)  # any process may run it now
+            self._active.discard(job.id)  # any process may run it now, this one included
+            self._wake_soon()
         else:
             self._enqueue(job.id)
         log.info(

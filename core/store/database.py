@@ -252,6 +252,17 @@ def _status_rows(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+# SQLSTATE classes of a server that will not take the write now, though the statement is
+# fine: connection lost, out of disk or memory, shutting down or restarting, I/O errors;
+# and a read-only database or standby (25006)
+_REFUSAL_CLASSES = ("08", "53", "57", "58")
+
+
+def _refusal(exc: Any) -> bool:
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state[:2] in _REFUSAL_CLASSES or state == "25006"
+
+
 class _PostgresTx:
     def __init__(self, connection: Any) -> None:
         self._c = connection
@@ -280,6 +291,9 @@ class PostgresDatabase(_Refusals):
         self.pool = pool
         self._url = url
         self._listener: Any = None  # a connection of its own, outside the pool
+        self._listening: tuple[str, Callable[[], None]] | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     async def open(
@@ -304,15 +318,11 @@ class PostgresDatabase(_Refusals):
         try:
             async with self.pool.acquire() as connection, connection.transaction():
                 yield _PostgresTx(connection)
-        except (
-            asyncpg.DiskFullError,
-            asyncpg.ReadOnlySQLTransactionError,
-            asyncpg.InsufficientResourcesError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-            OSError,
-        ) as exc:
+        except asyncpg.PostgresError as exc:
+            if not _refusal(exc):
+                raise
+            raise self.refused(exc) from exc
+        except (asyncpg.InterfaceError, OSError) as exc:  # the connection is gone
             raise self.refused(exc) from exc
         self.worked()
 
@@ -337,13 +347,47 @@ class PostgresDatabase(_Refusals):
         """PostgreSQL's autovacuum reuses the space of deleted rows by itself."""
 
     async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Listens on a connection of its own; when the server drops it (a restart, a
+        failover), it connects again in the background and wakes once, since anything
+        notified meanwhile was missed."""
+        self._listening = (channel, wake)
+        await self._connect_listener()
+
+    async def _connect_listener(self) -> None:
         import asyncpg
 
-        if self._listener is None or self._listener.is_closed():
-            self._listener = await asyncpg.connect(self._url)
-        await self._listener.add_listener(channel, lambda *_: wake())
+        assert self._listening is not None
+        channel, wake = self._listening
+        connection = await asyncpg.connect(self._url)
+        connection.add_termination_listener(self._listener_lost)
+        await connection.add_listener(channel, lambda *_: wake())
+        self._listener = connection
+
+    def _listener_lost(self, connection: Any) -> None:
+        if not self._closing and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.create_task(self._listen_again(), name="imagebot-listen")
+
+    async def _listen_again(self) -> None:
+        import asyncpg
+
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self._connect_listener()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("cannot listen for new jobs yet (%s); trying again", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            assert self._listening is not None
+            self._listening[1]()
+            return
 
     async def close(self) -> None:
+        self._closing = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            await asyncio.gather(self._relisten, return_exceptions=True)
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         await self.pool.close()

@@ -5,6 +5,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import asyncpg
+
 from core.conversations import StoredPart
 from core.options import Options
 from core.store import MIGRATIONS, JobResult, NewImage, NewJob, Store, image_hash
@@ -267,3 +269,31 @@ async def test_on_sqlite_a_process_claims_only_its_own_jobs(tmp_path: Path) -> N
         assert await store.claim_next("a", ["test"], 30.0) is None
     finally:
         await store.close()
+
+
+async def test_a_listener_cut_off_by_the_server_listens_again_and_wakes_once(
+    postgres_url: str,
+) -> None:
+    listening, publishing = await Store.open(postgres_url), await Store.open(postgres_url)
+    try:
+        woken = asyncio.Event()
+        await listening.database.listen(JOBS_CHANNEL, woken.set)
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            # a failover or restart drops every connection, the listener's among them
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'"
+            )
+        finally:
+            await admin.close()
+        async with asyncio.timeout(10):
+            await woken.wait()  # listening again: woken once for what it may have missed
+        woken.clear()
+        job, _ = await _create(publishing, "after", owner="a")
+        assert await publishing.publish(job.id, "a")
+        async with asyncio.timeout(5):
+            await woken.wait()  # and hears what comes next
+    finally:
+        await listening.close()
+        await publishing.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -55,20 +56,63 @@ async def healthz(service: Service) -> httpx.Response:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("kind", ["read-only", "full"])
+@asynccontextmanager
+async def postgresql_refusing_writes(url: str) -> AsyncIterator[None]:
+    """The fault on PostgreSQL: the database turned read-only, as a failover to a standby
+    leaves it, with every connection to it cut (the pool connects again, read-only)."""
+    admin = await asyncpg.connect(url)
+    name = await admin.fetchval("SELECT current_database()")
+
+    async def read_only(on: bool) -> None:
+        await admin.execute(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}'
+        )
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+
+    await read_only(True)
+    try:
+        yield
+    finally:
+        await read_only(False)
+        await admin.close()
+
+
+@pytest.fixture(params=["read-only", "full", "postgresql read-only"])
+def fault(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """The kind of fault, and the database it strikes."""
+    kind = str(request.param)
+    if kind.startswith("postgresql"):
+        return kind, str(request.getfixturevalue("postgres_url"))
+    return kind, f"sqlite:///{tmp_path / 'imagebot.sqlite3'}"
+
+
 async def test_a_burst_through_a_store_fault_ends_in_images_or_one_sentence(
-    tmp_path: Path, fake_gemini: FakeGemini, kind: str
+    tmp_path: Path, fake_gemini: FakeGemini, fault: tuple[str, str]
 ) -> None:
+    kind, url = fault
     fake_gemini.latency = 0.4
     settings = make_settings(
-        tmp_path, fake_gemini, IMAGEBOT_LEASE_SECONDS=0.3, IMAGEBOT_MAX_JOBS_PER_USER=20
+        tmp_path,
+        fake_gemini,
+        DATABASE_URL=url,
+        IMAGEBOT_LEASE_SECONDS=0.3,
+        IMAGEBOT_MAX_JOBS_PER_USER=20,
     )
     adapter = RecordingAdapter()
     refused: list[str] = []
     async with running(settings, adapter) as service:
         before = [(await service.submit(request(f"fox {n}", f"k{n}"))).job.id for n in range(4)]
         await fake_gemini.wait_for_requests(4)
-        async with refusing_writes(service.store, kind):
+        refusing = (
+            postgresql_refusing_writes(url)
+            if kind.startswith("postgresql")
+            else refusing_writes(service.store, kind)
+        )
+        async with refusing:
             # the four under way are answered while nothing can be stored
             await until(lambda: len(fake_gemini.responses) == 4, "the four answers")
             await until(lambda: not service.health()[0], "the store fault to show")
@@ -89,7 +133,7 @@ async def test_a_burst_through_a_store_fault_ends_in_images_or_one_sentence(
     assert during.status_code == 503 and during.json()["ok"] is False
     assert "cannot write" in during.json()["database"]
     assert healthy.status_code == 200
-    if kind == "read-only":
+    if kind.endswith("read-only"):
         assert len(refused) == 3
     assert all(m.startswith("I could not save this") for m in refused)
     outcomes = [o for _, o in adapter.deliveries]
