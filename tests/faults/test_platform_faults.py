@@ -243,8 +243,13 @@ async def test_discord_failing_for_good_abandons_the_delivery_logs_it_and_never_
         assert row["delivery_abandoned_at"] is not None and row["delivered_at"] is None
         assert row["delivery_attempts"] == DELIVERY_ATTEMPTS
         assert "DiscordServerError" in row["delivery_error"]
-        # the result could not be shown, so one sentence took the card's place
-        assert fake.message(reply.id).content == f"⚠️ {UNDELIVERABLE}"
+        # the result could not be shown, so one sentence took the card's place (said just
+        # after the delivery is recorded as given up)
+        await fake.wait_until(
+            lambda: fake.message(reply.id).content == f"⚠️ {UNDELIVERABLE}",
+            5,
+            lambda: f"the card still says {fake.message(reply.id).content!r}",
+        )
         assert [m for m in fake.channel_messages() if m.attachments] == []
         assert [m for m in fake.channel_messages() if replies_to(m, said)] == [reply]
         failed = [c for c in fake.calls_to("PATCH", path) if c.status == 503]
