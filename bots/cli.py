@@ -40,6 +40,19 @@ configured works, 1 otherwise.
 """
 
 
+MIGRATE_DB_DESCRIPTION = """\
+Copies the SQLite database that DATABASE_URL names into the empty PostgreSQL database at
+--to: conversations, turns, images, message links, jobs, saved defaults and held requests,
+every id kept as it is (heartbeats, which describe running processes, are not copied).
+
+Stop the bot first: requests it takes while the copy runs stay behind in SQLite. The
+SQLite file is only read. The copy runs in one PostgreSQL transaction and refuses a target
+that already holds data, so a failed or repeated run leaves PostgreSQL as it was. Row
+counts are compared table by table before the copy is committed. Afterwards set
+DATABASE_URL to the --to URL and start the bot.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # one line, like every other failure of this command
@@ -94,6 +107,19 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="ID",
         help="one server, at once (default: every server, within the hour)",
+    )
+
+    migrate = commands.add_parser(
+        "migrate-db",
+        help="copy the SQLite database into PostgreSQL (stop the bot first)",
+        description=MIGRATE_DB_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the empty PostgreSQL database: postgresql://user:password@host:port/name",
     )
 
     fake = commands.add_parser("fake-gemini", help="serve the fake image API for development")
@@ -187,6 +213,22 @@ async def _discord_sync(settings: Settings, guild: int | None) -> int:
     return 0
 
 
+async def _migrate_db(settings: Settings, target: str) -> int:
+    from core.store.copy import copy_sqlite_to_postgres, where
+
+    if settings.uses_postgres:
+        raise UserFacingError(
+            "migrate-db copies a SQLite database into PostgreSQL, but DATABASE_URL already "
+            f"names PostgreSQL ({where(settings.database_url)}): set DATABASE_URL to the "
+            "sqlite:/// URL of the file to copy."
+        )
+    report = await copy_sqlite_to_postgres(
+        settings.sqlite_path, target, report=lambda line: print(line, flush=True)
+    )
+    print(report.summary())
+    return 0
+
+
 async def doctor(
     load: Callable[[], Settings] = load_settings, write: Callable[[str], None] | None = None
 ) -> int:
@@ -268,11 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(doctor(_load_quietly))
         settings = load_settings()
         # the terminal commands keep their output to themselves unless a log level is set
-        configure_logging(settings, quiet=args.command in ("generate", "chat"))
+        configure_logging(settings, quiet=args.command in ("generate", "chat", "migrate-db"))
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
         if args.command == "chat":
             return asyncio.run(_chat(settings))
+        if args.command == "migrate-db":
+            return asyncio.run(_migrate_db(settings, args.to))
         if args.command == "discord-sync":
             return asyncio.run(_discord_sync(settings, args.guild))
         return asyncio.run(_run(settings, args.platforms))
