@@ -22,10 +22,10 @@ from tests.faults.checks import held_requests, poll_until
 FLASH = "gemini-3.1-flash-image-preview"
 
 
-async def test_imagine_is_deferred_within_3s_while_the_api_takes_10s_then_the_image_arrives(
+async def test_imagine_is_deferred_within_3s_while_the_api_takes_4s_then_the_image_arrives(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
-    fake_gemini.latency = 10.0
+    fake_gemini.latency = 4.0
     async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
         payload = await bot.slash({"prompt": "a lighthouse at dusk", "aspect_ratio": "16:9"})
 
