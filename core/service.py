@@ -166,7 +166,7 @@ class Service:
             - {*self._unsaved, *self._unrecorded, *self._unfailed}
         )
         with contextlib.suppress(StoreError):
-            await self.store.release(self.owner, queued)
+            await self.store.release(self.owner, queued, self._shared_platforms())
             self._active -= queued
         busy = list(self._busy)
         if busy and self.settings.shutdown_grace_seconds > 0:
@@ -195,7 +195,7 @@ class Service:
         try:
             # a last chance for what a fault held up; the next process delivers it
             await self._resume_after_store_fault(deliver=False)
-            await self.store.release(self.owner)
+            await self.store.release(self.owner, shared=self._shared_platforms())
         except StoreError as exc:
             log.error("stopping without handing work back (the database refuses writes): %s", exc)
 

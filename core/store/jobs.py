@@ -371,10 +371,29 @@ class JobStore:
 
     # leases: which process advances which job
 
-    async def release(self, owner: str, job_ids: Iterable[str] | None = None) -> None:
+    async def release(
+        self, owner: str, job_ids: Iterable[str] | None = None, shared: Sequence[str] = ()
+    ) -> None:
         """Let the next process take our open jobs at once (`job_ids`: only those); with no
-        ids, on a clean shutdown, our held requests and heartbeat too."""
+        ids, on a clean shutdown, our held requests and heartbeat too. On a shared queue,
+        queued jobs of the `shared` platforms go straight back to it."""
         async with self._db.transaction() as tx:
+            if self.shared_queue and shared:
+                # the others hear of them at once, rather than at their next upkeep
+                ids = list(job_ids) if job_ids is not None else None
+                only = f" AND id IN ({','.join('?' * len(ids))})" if ids else ""
+                if ids is None or ids:
+                    published = await tx.fetch(
+                        "UPDATE jobs SET owner = NULL WHERE owner = ? AND state = 'queued' "
+                        f"AND platform IN ({','.join('?' * len(shared))}){only} "
+                        "RETURNING platform",
+                        owner,
+                        *shared,
+                        *(ids or ()),
+                    )
+                    for platform in {row["platform"] for row in published}:
+                        await tx.execute("SELECT pg_notify(?, ?)", JOBS_CHANNEL, platform)
+                job_ids = ids
             if job_ids is not None:
                 await tx.executemany(
                     "UPDATE jobs SET lease_expires_at = 0 WHERE id = ? AND owner = ?",

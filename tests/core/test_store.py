@@ -297,3 +297,21 @@ async def test_a_listener_cut_off_by_the_server_listens_again_and_wakes_once(
     finally:
         await listening.close()
         await publishing.close()
+
+
+async def test_a_process_stopping_hands_its_queued_jobs_to_the_shared_queue_at_once(
+    postgres_url: str,
+) -> None:
+    stopping, other = await Store.open(postgres_url), await Store.open(postgres_url)
+    try:
+        woken = asyncio.Event()
+        await other.database.listen(JOBS_CHANNEL, woken.set)
+        job, _ = await _create(stopping, "queued-here", owner="a")
+        await stopping.release("a", shared=["test"])
+        async with asyncio.timeout(5):
+            await woken.wait()
+        taken = await other.claim_next("b", ["test"], 30.0)
+        assert taken is not None and taken.id == job.id
+    finally:
+        await stopping.close()
+        await other.close()
