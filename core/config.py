@@ -139,6 +139,15 @@ class Settings(BaseSettings):
         return ",".join(str(int(item)) for item in items)
 
     @model_validator(mode="after")
+    def _pool_sizes_in_order(self) -> Settings:
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError(
+                f"DATABASE_POOL_MIN={self.database_pool_min} is above DATABASE_POOL_MAX="
+                f"{self.database_pool_max}: keep the minimum at or below the maximum"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _shards_within_the_count(self) -> Settings:
         ids = [int(item) for item in self.split(self.discord_shard_ids)]
         count = self.discord_shard_count

@@ -87,6 +87,7 @@ class Service:
         # (PostgreSQL) one another process published. Each wake-up sets the event workers
         # took before they looked, so none sent in between is missed.
         self._woken = asyncio.Event()
+        self._announcing: set[str] = set()  # stored, not yet shown: not to be run yet
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()  # workers running a job
         self._draining = False
@@ -257,11 +258,12 @@ class Service:
         )
         if faulty:  # writes work again: workers that found the store failing look again
             self._wake_soon()
-        await self.store.measure()  # the size /metrics shows
         await self._resume_after_store_fault()
         if self._draining:
             return
         await self._take_over_expired()
+        with contextlib.suppress(StoreError):
+            await self.store.measure()  # the size /metrics shows
         if time.monotonic() >= self._retention_due:
             self._retention_due = time.monotonic() + RETENTION_EVERY_SECONDS
             await self.apply_retention()
@@ -311,7 +313,7 @@ class Service:
                 self._enqueue(job_id)
 
     def _enqueue(self, job_id: str) -> None:
-        """A queued job of this process's: a worker here runs it."""
+        """A queued job of this process's, ready to run: a worker here claims it."""
         self._active.add(job_id)
         self._wake_soon()
 
@@ -320,15 +322,24 @@ class Service:
         woken.set()
 
     async def _next_job(self) -> Job:
-        """The next job for a worker here, waiting as long as there is none."""
+        """The next job for a worker here, waiting as long as there is none. Jobs still
+        being shown (their announce under way), and jobs to be ended failed once the store
+        takes writes, are not ready to run."""
         while True:
             woken = self._woken
             try:
                 job = await self.store.claim_next(
-                    self.owner, self._shared_platforms(), self.settings.lease_seconds
+                    self.owner,
+                    self._shared_platforms(),
+                    self.settings.lease_seconds,
+                    not_ready=[*self._announcing, *self._unfailed],
                 )
             except StoreError:
                 job = None  # upkeep tries the store again; so does the next wake-up
+            except Exception:
+                # a worker must outlive any one failure (a deadlock, a timeout)
+                log.exception("could not look for the next job")
+                job = None
             if job is not None:
                 return job
             # a long timeout only in case a notification was lost with its connection
@@ -518,6 +529,21 @@ class Service:
         )
         if not created:
             return Submitted(job, created=False, position=0)
+        # queued and ours, but not to be run until it is shown (and its lease kept meanwhile)
+        self._announcing.add(job.id)
+        self._active.add(job.id)
+        try:
+            return await self._show_and_queue(job, parent, resolved, announce)
+        finally:
+            self._announcing.discard(job.id)
+
+    async def _show_and_queue(
+        self,
+        job: Job,
+        parent: Turn | None,
+        resolved: ResolvedOptions,
+        announce: Announce | None,
+    ) -> Submitted:
         if parent is not None:  # what it continues stays until it has run
             with contextlib.suppress(StoreError):  # only retention's bookkeeping
                 await self.store.touch_images(_image_hashes(await self.store.path_to(parent.id)))
@@ -539,9 +565,9 @@ class Service:
                     await self.store.fail_open_job(
                         job.id, failure.message, failure.detail, requester_gone=True
                     )
+                    self._active.discard(job.id)
                 except StoreError:
                     # stored already: kept from running, and ended once writes work
-                    self._active.add(job.id)
                     self._unfailed[job.id] = (failure.message, failure.detail)
                 raise failure from exc
             if more:
@@ -550,9 +576,11 @@ class Service:
                 except StoreError:
                     # stored and shown: it runs, and its result is posted as a new message
                     log.warning("could not store where the request was shown", exc_info=True)
+        # before it is published: a worker here may claim it the moment it is, and keeps
+        # its lease from then on
+        self._active.discard(job.id)
         if job.platform in self._resumable and await self._publish(job):
-            self._active.discard(job.id)  # any process may run it now, this one included
-            self._wake_soon()
+            self._wake_soon()  # any process may run it now, this one included
         else:
             self._enqueue(job.id)
         log.info(

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]  # aiosqlite.Row and asyncpg.Record both read by name and position
 
-BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another process's
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another process's to end
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
 
 
@@ -316,7 +316,11 @@ class PostgresDatabase(_Refusals):
         import asyncpg
 
         try:
-            async with self.pool.acquire() as connection, connection.transaction():
+            async with (
+                self.pool.acquire() as connection,
+                # the claims rely on it, whatever the server's default
+                connection.transaction(isolation="read_committed"),
+            ):
                 yield _PostgresTx(connection)
         except asyncpg.PostgresError as exc:
             if not _refusal(exc):
@@ -327,10 +331,27 @@ class PostgresDatabase(_Refusals):
         self.worked()
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        return list(await self.pool.fetch(to_postgres(sql), *args))
+        async with self._reading():
+            return list(await self.pool.fetch(to_postgres(sql), *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Any | None:
-        return await self.pool.fetchrow(to_postgres(sql), *args)
+        async with self._reading():
+            return await self.pool.fetchrow(to_postgres(sql), *args)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """A read the server cannot answer now (restarting, failing over) is a StoreError,
+        so what needed it is tried again, not failed for good."""
+        import asyncpg
+
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            if not _refusal(exc):
+                raise
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        except (asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
     async def schema_version(self) -> int:
         exists = await self.fetchrow("SELECT to_regclass('schema_version') IS NOT NULL AS found")

@@ -175,11 +175,14 @@ class JobStore:
         return self._db.name == "postgresql"
 
     async def queue_position(self, job: Job) -> int:
-        """1 for the next job to run among the queued jobs of its platform."""
+        """1 for the next job to run: its place among the jobs queued for its owner's
+        workers, its owner's own and those published for any process (claims take them
+        oldest first)."""
         row = await self._db.fetchrow(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? AND platform = ?",
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? "
+            "AND (owner = (SELECT owner FROM jobs WHERE id = ?) OR owner IS NULL)",
             job.seq,
-            job.platform,
+            job.id,
         )
         return int(row[0]) if row else 0
 
@@ -199,26 +202,33 @@ class JobStore:
         return job_of(row) if row else None
 
     async def claim_next(
-        self, owner: str, platforms: Sequence[str], lease_seconds: float
+        self,
+        owner: str,
+        platforms: Sequence[str],
+        lease_seconds: float,
+        *,
+        not_ready: Sequence[str] = (),
     ) -> Job | None:
         """The oldest queued job this process may run, now running under its lease: one of
-        its own, or one published for any process of `platforms`. On PostgreSQL a row
-        another process is claiming at this moment is skipped, not waited for."""
+        its own (except those `not_ready`), or one published for any process of
+        `platforms`. On PostgreSQL a row another process is claiming at this moment is
+        skipped, not waited for."""
         now = self._clock()
         shared = ""
         if platforms:
-            marks = ",".join("?" * len(platforms))
-            shared = f" OR (owner IS NULL AND platform IN ({marks}))"
+            shared = f" OR (owner IS NULL AND platform IN ({_marks(platforms)}))"
+        held_back = f" AND id NOT IN ({_marks(not_ready)})" if not_ready else ""
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
                 "UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
                 "attempts = attempts + 1, lease_expires_at = ? WHERE id = (SELECT id FROM jobs "
-                f"WHERE state = 'queued' AND (owner = ?{shared}) ORDER BY seq LIMIT 1"
-                f"{_skip_locked(self._db)}) RETURNING {JOB_COLUMNS}",
+                f"WHERE state = 'queued' AND ((owner = ?{held_back}){shared}) ORDER BY seq "
+                f"LIMIT 1{_skip_locked(self._db)}) RETURNING {JOB_COLUMNS}",
                 owner,
                 now,
                 now + lease_seconds,
                 owner,
+                *not_ready,
                 *platforms,
             )
         return job_of(row) if row else None
@@ -460,6 +470,10 @@ class JobStore:
                 if job:
                     taken.append(job_of(job))
         return sorted(taken, key=lambda job: job.seq)
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
 
 
 def _skip_locked(db: Database) -> str:
