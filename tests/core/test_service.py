@@ -537,3 +537,33 @@ async def test_stopping_hands_queued_jobs_back_at_once_while_one_finishes(
 
     assert handed_back_before_the_fox_finished
     assert len(fake_gemini.requests) == 1
+
+
+async def test_a_job_is_not_run_before_it_is_shown(
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
+) -> None:
+    adapter = RecordingAdapter()
+    shown = asyncio.Event()
+    announcing = asyncio.Event()
+
+    async def slow_announce(job: Job, position: int) -> dict[str, str]:
+        announcing.set()
+        await shown.wait()  # the platform takes its time to post "queued"
+        return {"status": "posted"}
+
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url)
+    async with running(settings, adapter) as service:
+        first = asyncio.create_task(service.submit(request("a fox", "k1"), announce=slow_announce))
+        await announcing.wait()
+        # another request wakes every idle worker while the first is still being shown
+        other = await service.submit(request("a cat", "k2"))
+        await adapter.wait_for(other.job.id)
+        assert [r.json["contents"][0]["parts"][0]["text"] for r in fake_gemini.requests] == [
+            "a cat"
+        ]
+        shown.set()
+        submitted = await first
+        await adapter.wait_for(submitted.job.id)
+        job = await delivered(service, submitted.job.id)
+
+    assert job.target["status"] == "posted"  # run with where it was shown
