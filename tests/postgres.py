@@ -1,9 +1,10 @@
 """A real PostgreSQL for the tests, started by the suite itself.
 
 With `IMAGEBOT_TEST_DATABASE_URL` set (a URL to a database on a server where the tests
-may create databases), that server is used. Otherwise one PostgreSQL server is started
-per pytest session from the binaries that the `pgserver` wheel ships, in a fresh
-temporary directory, and stopped at the end of the session.
+may create databases; PostgreSQL 13 or newer, for DROP DATABASE ... WITH (FORCE)), that
+server is used. Otherwise one PostgreSQL server is started per pytest session from the
+binaries that the `pgserver` wheel ships, in a fresh temporary directory (in /dev/shm
+when there is room), and stopped at the end of the session.
 
 The server runs under a small supervisor process (this file, run as a script) that owns
 the postmaster: it waits for EOF on its standard input, then stops the server and deletes
@@ -17,12 +18,18 @@ dropped `WITH (FORCE)` afterwards). URLs are plain TCP ones on 127.0.0.1
 (`postgresql://postgres@127.0.0.1:PORT/t_...`), so child processes can use them as
 DATABASE_URL as they are.
 
+pgserver's own `get_server()` is not used: its URLs are unix-socket only, its cleanup is
+an atexit hook (a killed session leaves the server running), it takes a machine-wide lock
+file, and as root it adds a `pgserver` user and chmods every parent folder of the data
+and of the virtualenv. Only its binaries are used here.
+
 As root, PostgreSQL refuses to run, so initdb and the postmaster run as the
 unprivileged `nobody` account (present on every Debian system); the data directory is
 handed to it and nothing else on the machine changes.
 
-Run by hand: `python -m tests.postgres` starts a server, prints its admin URL and serves
-until Ctrl-C (or until standard input closes, with `--until-eof`).
+Run by hand: `python -m tests.postgres` starts a server, prints its admin URL (JSON) and
+serves until Ctrl-C, SIGTERM or the end of the process that started it (or until standard
+input closes, with `--until-eof`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -112,18 +119,25 @@ def _account() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _parent_death_signal(sig: signal.Signals) -> Callable[[], None]:
+    """A function that has the kernel send `sig` to the calling process when its parent
+    ends (Linux's PR_SET_PDEATHSIG; does nothing elsewhere). Safe to call after fork."""
+    import ctypes
+
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+    def set_it() -> None:
+        if prctl is not None:
+            prctl(1, int(sig))  # PR_SET_PDEATHSIG
+
+    return set_it
+
+
 def _child_options(account: tuple[int, int] | None) -> dict[str, Any]:
     """subprocess options: drop root (uid, gid and supplementary groups), and die with us."""
 
-    import ctypes
-
-    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
-    pr_set_pdeathsig = 1
-
-    def die_with_parent() -> None:  # runs in the child, after the uid change
-        if prctl is not None:
-            prctl(pr_set_pdeathsig, int(signal.SIGQUIT))
-
+    # runs in the child, after the uid change: SIGQUIT is PostgreSQL's immediate shutdown
+    die_with_parent = _parent_death_signal(signal.SIGQUIT)
     options: dict[str, Any] = {"env": _server_env(), "preexec_fn": die_with_parent}
     if account is not None:
         options.update(user=account[0], group=account[1], extra_groups=[])
@@ -171,6 +185,7 @@ class Postmaster:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
+        self._bin = self._reachable_bin_dir()
         self._initdb(deadline)
         for _attempt in range(5):  # another process may take the free port before we bind it
             self.port = _free_port()
@@ -179,6 +194,33 @@ class Postmaster:
             if "could not bind" not in self._log_tail() and "in use" not in self._log_tail():
                 break
         raise RuntimeError(f"PostgreSQL did not start; its log ({self.log}):\n{self._log_tail()}")
+
+    def _reachable_bin_dir(self) -> Path:
+        """The wheel's binaries, or a copy of them in our directory when the account we
+        run them as cannot reach the wheel (a virtualenv under /root, say)."""
+        if self._account is None:
+            return self._bin
+        try:
+            subprocess.run(
+                [str(self._bin / "postgres"), "--version"],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+                **_child_options(self._account),
+            )
+            return self._bin
+        except (OSError, subprocess.SubprocessError):
+            pass
+        # the same layout: the binaries find their libraries at $ORIGIN/../../../pgserver.libs
+        install = self._bin.parent
+        copy = self.root / "pg" / "pgserver" / "pginstall"
+        shutil.copytree(install, copy, ignore=shutil.ignore_patterns("include"))
+        libs = install.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, self.root / "pg" / "pgserver.libs")
+        return copy / "bin"
 
     def _initdb(self, deadline: float) -> None:
         self.data.mkdir(mode=0o700)
@@ -303,12 +345,21 @@ def sweep_stale() -> list[Path]:
     return removed
 
 
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM to us when the process that started us ends (Linux), so a server started
+    in the background by a script does not outlive it."""
+    _parent_death_signal(signal.SIGTERM)()
+    if os.getppid() != parent:  # it ended before that
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(until_eof: bool) -> int:
     """The supervisor: start a server, print one JSON line, serve, stop, clean up.
 
     The line is {"url": ..., "dir": ..., "log": ..., "pid": ...} or {"error": ...}.
     """
     stop_now = False
+    parent = os.getppid()
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stop_now
@@ -333,6 +384,7 @@ def serve(until_eof: bool) -> int:
             while sys.stdin.buffer.read(65536):
                 pass
         else:
+            _stop_with_parent(parent)
             while not stop_now:
                 signal.pause()
     except SystemExit:
@@ -455,6 +507,7 @@ class PostgresServer:
         )
         self._thread.start()
         self._connection: Any = None
+        self._lock: asyncio.Lock | None = None  # one statement at a time on the connection
 
     def _call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = ADMIN_TIMEOUT) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -462,9 +515,11 @@ class PostgresServer:
     async def _execute(self, sql: str) -> None:
         import asyncpg
 
-        if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(self.admin_url, timeout=ADMIN_TIMEOUT)
-        await self._connection.execute(sql)
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(self.admin_url, timeout=ADMIN_TIMEOUT)
+            await self._connection.execute(sql)
 
     def create_database(self, template: str = "template0") -> str:
         """A new, empty database; returns its URL."""
@@ -500,7 +555,8 @@ class PostgresServer:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
-            self._loop.close()
+            if not self._thread.is_alive():
+                self._loop.close()
             if self.process is not None:
                 self.process.stop()
 
