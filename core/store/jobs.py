@@ -10,7 +10,7 @@ from typing import Any
 from core.conversations import StoredPart
 from core.jobs import Job
 from core.store.conversations import LINK, _link_row
-from core.store.database import Database
+from core.store.database import Database, Tx
 from core.store.images import ImageBytes
 from core.store.records import (
     JOB_COLUMNS,
@@ -72,16 +72,20 @@ class JobStore:
         Returns the existing job and False when the idempotency key was seen before.
         Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
         """
+        now = self._clock()
         try:
-            return await self._create_job(
-                job,
-                thread_key=thread_key,
-                parent_turn_id=parent_turn_id,
-                user_parts=user_parts,
-                user_images=user_images,
-                owner=owner,
-                lease_seconds=lease_seconds,
-            )
+            async with self._db.transaction() as tx:
+                return await self._insert_job(
+                    tx,
+                    job,
+                    now,
+                    thread_key,
+                    parent_turn_id,
+                    user_parts,
+                    user_images,
+                    owner,
+                    lease_seconds,
+                )
         except _Duplicate:
             # the same request stored at the same moment by another transaction (PostgreSQL
             # runs them side by side): everything this one wrote is rolled back
@@ -89,10 +93,11 @@ class JobStore:
             assert existing is not None
             return existing, False
 
-    async def _create_job(
+    async def _insert_job(
         self,
+        tx: Tx,
         job: NewJob,
-        *,
+        now: float,
         thread_key: str,
         parent_turn_id: int | None,
         user_parts: Sequence[StoredPart] | None,
@@ -100,71 +105,69 @@ class JobStore:
         owner: str,
         lease_seconds: float,
     ) -> tuple[Job, bool]:
-        now = self._clock()
-        async with self._db.transaction() as tx:
-            existing = await tx.fetchrow(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?", job.idempotency_key
-            )
-            if existing:
-                return job_of(existing), False
-            await tx.execute(
-                "INSERT INTO conversations (platform, tenant, thread_key, created_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (platform, tenant, thread_key) DO NOTHING",
-                job.platform,
-                job.tenant,
-                thread_key,
-                now,
-            )
-            row = await tx.fetchrow(
-                "SELECT id FROM conversations WHERE platform = ? AND tenant = ? AND thread_key = ?",
-                job.platform,
-                job.tenant,
-                thread_key,
-            )
-            assert row is not None
-            conversation_id = row["id"]
-            for image in user_images:
-                await self.image_bytes.put(tx, image)
-            if user_parts is None:
-                if parent_turn_id is None:
-                    raise ValueError("a job without a new user turn needs an existing one")
-                user_turn_id = parent_turn_id
-            else:
-                turn = await tx.fetchrow(
-                    "INSERT INTO turns (conversation_id, parent_id, role, author_id, parts, "
-                    "created_at) VALUES (?, ?, 'user', ?, ?, ?) RETURNING id",
-                    conversation_id,
-                    parent_turn_id,
-                    job.user_id,
-                    dump_parts(user_parts),
-                    now,
-                )
-                assert turn is not None
-                user_turn_id = turn["id"]
-            await tx.execute("DELETE FROM intake WHERE key = ?", job.idempotency_key)
-            created = await tx.fetchrow(
-                "INSERT INTO jobs (id, idempotency_key, kind, platform, tenant, user_id, "
-                "conversation_id, user_turn_id, prompt, options, target, state, owner, "
-                "lease_expires_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
-                f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}",
-                job.id,
-                job.idempotency_key,
-                job.kind,
-                job.platform,
-                job.tenant,
-                job.user_id,
+        existing = await tx.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?", job.idempotency_key
+        )
+        if existing:
+            return job_of(existing), False
+        await tx.execute(
+            "INSERT INTO conversations (platform, tenant, thread_key, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (platform, tenant, thread_key) DO NOTHING",
+            job.platform,
+            job.tenant,
+            thread_key,
+            now,
+        )
+        row = await tx.fetchrow(
+            "SELECT id FROM conversations WHERE platform = ? AND tenant = ? AND thread_key = ?",
+            job.platform,
+            job.tenant,
+            thread_key,
+        )
+        assert row is not None
+        conversation_id = row["id"]
+        for image in user_images:
+            await self.image_bytes.put(tx, image)
+        if user_parts is None:
+            if parent_turn_id is None:
+                raise ValueError("a job without a new user turn needs an existing one")
+            user_turn_id = parent_turn_id
+        else:
+            turn = await tx.fetchrow(
+                "INSERT INTO turns (conversation_id, parent_id, role, author_id, parts, "
+                "created_at) VALUES (?, ?, 'user', ?, ?, ?) RETURNING id",
                 conversation_id,
-                user_turn_id,
-                job.prompt,
-                dump_options(job.options),
-                json.dumps(job.target),
-                owner,
-                now + lease_seconds,
+                parent_turn_id,
+                job.user_id,
+                dump_parts(user_parts),
                 now,
             )
-            if created is None:
-                raise _Duplicate
+            assert turn is not None
+            user_turn_id = turn["id"]
+        await tx.execute("DELETE FROM intake WHERE key = ?", job.idempotency_key)
+        created = await tx.fetchrow(
+            "INSERT INTO jobs (id, idempotency_key, kind, platform, tenant, user_id, "
+            "conversation_id, user_turn_id, prompt, options, target, state, owner, "
+            "lease_expires_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
+            f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}",
+            job.id,
+            job.idempotency_key,
+            job.kind,
+            job.platform,
+            job.tenant,
+            job.user_id,
+            conversation_id,
+            user_turn_id,
+            job.prompt,
+            dump_options(job.options),
+            json.dumps(job.target),
+            owner,
+            now + lease_seconds,
+            now,
+        )
+        if created is None:
+            raise _Duplicate
         return job_of(created), True
 
     @property
