@@ -10,7 +10,19 @@ from typing import Any
 
 from core.store.database import Database, Tx
 
-_HoldRow = tuple[str, str, str, str, float]
+_HoldRow = tuple[str, str, str, str, float]  # platform, key, payload, owner, lease seconds
+_HOLD_CHUNK = 500  # rows per statement, well within SQLite's limit on parameters
+
+
+def _firsts(batch: list[tuple[_HoldRow, Any]]) -> list[bool]:
+    """Whether each request is the first of its key in the batch (a second is a duplicate,
+    held already by the first)."""
+    seen: set[str] = set()
+    firsts = []
+    for row, _ in batch:
+        firsts.append(row[1] not in seen)
+        seen.add(row[1])
+    return firsts
 
 
 class IntakeStore:
@@ -38,34 +50,51 @@ class IntakeStore:
             batch, self._holds = self._holds, []
             try:
                 async with self._db.transaction() as tx:
-                    held = [await self._hold_one(tx, *row) for row, _ in batch]
+                    held = await self._hold_all(tx, [row for row, _ in batch])
             except Exception as exc:
                 for _, answer in batch:
                     if not answer.done():
                         answer.set_exception(exc)
                 continue
-            for (_, answer), result in zip(batch, held, strict=True):
+            for (row, answer), first in zip(batch, _firsts(batch), strict=True):
                 if not answer.done():
-                    answer.set_result(result)
+                    answer.set_result(first and row[1] in held)
 
-    async def _hold_one(
-        self, tx: Tx, platform: str, key: str, payload: str, owner: str, lease_seconds: float
-    ) -> bool:
+    async def _hold_all(self, tx: Tx, rows: list[_HoldRow]) -> set[str]:
+        """Holds a batch in two statements whatever its size (a burst's acks wait for it):
+        the keys a job has already are left out, the rest inserted, or taken back by the
+        same owner; returns the keys held."""
         now = self._clock()
-        if await tx.fetchrow("SELECT 1 FROM jobs WHERE idempotency_key = ?", key) is not None:
-            return False
-        changed = await tx.execute(
-            "INSERT INTO intake (key, platform, payload, owner, lease_expires_at, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
-            "lease_expires_at = excluded.lease_expires_at WHERE intake.owner = excluded.owner",
-            key,
-            platform,
-            payload,
-            owner,
-            now + lease_seconds,
-            now,
-        )
-        return changed == 1
+        unique = list({row[1]: row for row in reversed(rows)}.values())
+        held: set[str] = set()
+        for start in range(0, len(unique), _HOLD_CHUNK):
+            chunk = unique[start : start + _HOLD_CHUNK]
+            keys = [row[1] for row in chunk]
+            stored = {
+                r["idempotency_key"]
+                for r in await tx.fetch(
+                    "SELECT idempotency_key FROM jobs WHERE idempotency_key IN "
+                    f"({','.join('?' * len(keys))})",
+                    *keys,
+                )
+            }
+            fresh = [row for row in chunk if row[1] not in stored]
+            if not fresh:
+                continue
+            values = ",".join("(?, ?, ?, ?, ?, ?)" for _ in fresh)
+            inserted = await tx.fetch(
+                "INSERT INTO intake (key, platform, payload, owner, lease_expires_at, "
+                f"created_at) VALUES {values} ON CONFLICT (key) DO UPDATE SET "
+                "owner = excluded.owner, lease_expires_at = excluded.lease_expires_at "
+                "WHERE intake.owner = excluded.owner RETURNING key",
+                *(
+                    value
+                    for platform, key, payload, owner, lease in fresh
+                    for value in (key, platform, payload, owner, now + lease, now)
+                ),
+            )
+            held.update(r["key"] for r in inserted)
+        return held
 
     async def release_hold(self, key: str) -> None:
         async with self._db.transaction() as tx:

@@ -315,3 +315,25 @@ async def test_a_process_stopping_hands_its_queued_jobs_to_the_shared_queue_at_o
     finally:
         await stopping.close()
         await other.close()
+
+
+async def test_a_burst_of_holds_is_written_together_and_each_key_held_once(
+    database_url: str,
+) -> None:
+    store = await Store.open(database_url)
+    try:
+        stored, _ = await _create(store, "has-a-job")
+        await store.hold("test", "theirs", {"n": 0}, "other", 30.0)
+        answers = await asyncio.gather(
+            *(store.hold("test", f"k{n}", {"n": n}, "me", 30.0) for n in range(600)),
+            store.hold("test", "k7", {"n": "again"}, "me", 30.0),  # the same request twice
+            store.hold("test", stored.idempotency_key, {}, "me", 30.0),  # stored already
+            store.hold("test", "theirs", {}, "me", 30.0),  # another process holds it
+        )
+        count = await store.database.fetchrow("SELECT count(*) FROM intake WHERE owner = ?", "me")
+    finally:
+        await store.close()
+
+    assert answers[:600] == [True] * 600
+    assert answers[600:] == [False, False, False]
+    assert count is not None and int(count[0]) == 600
