@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import run
+from bench import run, scaling
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -76,6 +76,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for the bot processes (repeatable), e.g. to try a setting",
     )
+    parser.add_argument(
+        "--scaling-seconds",
+        type=float,
+        default=12.0,
+        help="the scaling curve's burst (the same for every point) is sized to this many "
+        "seconds of generation at the ceiling of 4 processes, processes × workers / latency "
+        "(default 12: 384 requests at 8 workers and 1 s)",
+    )
+    parser.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="run only the scaling curve (1, 2, 4 Slack processes on PostgreSQL; "
+        "SQLite against PostgreSQL with one)",
+    )
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curve")
     parser.add_argument("--workdir", type=Path, help="keep the bots' logs and databases here")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
@@ -83,6 +98,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         # one request every 0.3 s: the interval must stay above a 4K image's processing
         args.requests, args.overhead_requests, args.latency = 20, 10, 0.3
         args.concurrency = 1
+        args.scaling_seconds = 0.9
+    if args.scaling_only and args.no_scaling:
+        parser.error("--scaling-only and --no-scaling exclude each other")
+    if args.scaling_seconds <= 0:
+        parser.error("--scaling-seconds must be positive")
     for name in ("requests", "overhead_requests", "concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -106,19 +126,44 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         bot_env=dict(pair.split("=", 1) for pair in args.bot_env),
     )
+    curve_config = scaling.ScalingConfig(
+        latency=args.latency,
+        seconds=args.scaling_seconds,
+        photo=args.format,
+        workdir=workdir,
+        bot_env=config.bot_env,
+    )
     print(machine_line(), flush=True)
+    results = curve = None
     try:
-        results = asyncio.run(run.run(config, progress=lambda line: print(line, flush=True)))
+        if not args.scaling_only:
+            results = asyncio.run(run.run(config, progress=lambda line: print(line, flush=True)))
+        if not args.no_scaling:
+            curve = asyncio.run(
+                scaling.run(curve_config, progress=lambda line: print(line, flush=True))
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(results.table())
-    print()
-    print(results.notes())
+    met = True
+    data: dict = {}
+    if results is not None:
+        print()
+        print(results.table())
+        print()
+        print(results.notes())
+        met = met and results.all_met()
+        data = results.as_json()
+    if curve is not None:
+        print()
+        print(curve.table())
+        print()
+        print(curve.notes())
+        met = met and curve.all_met()
+        data["scaling"] = curve.as_json()
     if args.json:
-        args.json.write_text(json.dumps(results.as_json(), indent=2))
-    return 0 if results.all_met() else 1
+        args.json.write_text(json.dumps(data, indent=2))
+    return 0 if met else 1
 
 
 def machine_line() -> str:
