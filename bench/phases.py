@@ -28,15 +28,11 @@ class Load(Protocol):
     async def wait(self, asks: Sequence[Ask], *, within: float) -> bool: ...
 
 
-@dataclass
-class Burst:
-    """Every request sent at once, then followed until each was settled."""
+class BurstMeasures:
+    """What any burst is judged by: its acks and the images it delivered per second."""
 
     asks: list[Ask]
     seconds: float  # first request sent until the last image delivered
-    memory: Memory  # after it, with VmHWM the high-water mark of the process's life
-    sampled_peak: int  # highest VmRSS seen by sampling, a cross-check of VmHWM
-    listen_overflows: int  # connections dropped for a full accept queue, any socket
 
     @property
     def acks(self) -> Spread:
@@ -49,6 +45,17 @@ class Burst:
     @property
     def per_second(self) -> float:
         return self.delivered / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass
+class Burst(BurstMeasures):
+    """Every request sent at once, then followed until each was settled."""
+
+    asks: list[Ask]
+    seconds: float
+    memory: Memory  # after it, with VmHWM the high-water mark of the process's life
+    sampled_peak: int  # highest VmRSS seen by sampling, a cross-check of VmHWM
+    listen_overflows: int  # connections dropped for a full accept queue, any socket
 
     @property
     def queue_wait(self) -> Spread:

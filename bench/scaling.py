@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from bench import rawhttp
 from bench.cpu import machine_time, process_seconds, tree_seconds
 from bench.measure import Spread, percentile
-from bench.phases import settle_timeout
+from bench.phases import BurstMeasures, settle_timeout
 from bench.report import ms
 from bench.slack_load import SlackLoad
 from bench.stack import SIGNING_SECRET, BotProcess, Fakes, bot_env, start_fakes
@@ -154,7 +154,7 @@ class CpuClock:
 
 
 @dataclass
-class Point:
+class Point(BurstMeasures):
     database: str
     processes: int
     workers: int
@@ -176,24 +176,12 @@ class Point:
         return self.processes * self.workers / self.latency
 
     @property
-    def delivered(self) -> int:
-        return sum(bool(a.delivered_at) for a in self.asks)
-
-    @property
-    def per_second(self) -> float:
-        return self.delivered / self.seconds if self.seconds > 0 else math.nan
-
-    @property
     def share(self) -> float:
         return self.per_second / self.ceiling
 
     @property
     def throughput_met(self) -> bool:
         return self.delivered == len(self.asks) and self.share >= SHARE_OF_CEILING
-
-    @property
-    def acks(self) -> Spread:
-        return Spread.of([a.ack_seconds for a in self.asks if a.acked])
 
     def acks_of(self, process: int) -> Spread:
         return Spread.of(
