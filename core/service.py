@@ -348,14 +348,13 @@ class Service:
                     await woken.wait()
 
     def _shared_platforms(self) -> list[str]:
-        """Platforms whose published jobs this process may run: those it can deliver to
-        and that outlive it (not the terminal, whose person is only here)."""
+        """Platforms whose published jobs and held requests this process may take on: those
+        it can deliver to and that outlive it (not the terminal, whose person is only here)."""
         return [p for p in self._adapters if p in self._resumable]
 
     async def _take_over_expired(self) -> None:
-        resumable = [p for p in self._adapters if p in self._resumable]
         for payload in await self.store.take_over_held(
-            resumable, self.owner, self.settings.lease_seconds
+            self._shared_platforms(), self.owner, self.settings.lease_seconds
         ):
             platform = str(payload.get("platform", ""))
             resume = self._resumers.get(platform)
