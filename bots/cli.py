@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from bots.runner import UNREACHABLE, unreachable
 from core import doctor as health
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, load_settings, server_of
 from core.doctor import Check
 from core.errors import UserFacingError
 from core.runtime import catalog_from, configure_logging, open_service
@@ -214,12 +214,12 @@ async def _discord_sync(settings: Settings, guild: int | None) -> int:
 
 
 async def _migrate_db(settings: Settings, target: str) -> int:
-    from core.store.copy import copy_sqlite_to_postgres, where
+    from core.store.copy import copy_sqlite_to_postgres
 
     if settings.uses_postgres:
         raise UserFacingError(
             "migrate-db copies a SQLite database into PostgreSQL, but DATABASE_URL already "
-            f"names PostgreSQL ({where(settings.database_url)}): set DATABASE_URL to the "
+            f"names PostgreSQL ({server_of(settings.database_url)}): set DATABASE_URL to the "
             "sqlite:/// URL of the file to copy."
         )
     report = await copy_sqlite_to_postgres(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -202,7 +203,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        if not (value.startswith("sqlite:///") or is_postgres(value)):
             raise ValueError(
                 "must be a sqlite:/// URL (sqlite:///relative/path or sqlite:////abs) or a "
                 "postgresql:// (or postgres://) URL"
@@ -268,7 +269,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+        return is_postgres(self.database_url)
 
     @property
     def request_budget_bytes(self) -> int:
@@ -305,6 +306,17 @@ _WANTS = {
     "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
     "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",
 }
+
+
+def is_postgres(url: str) -> bool:
+    """A PostgreSQL URL, in libpq's spelling or Heroku's."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def server_of(url: str) -> str:
+    """host:port/database of a PostgreSQL URL, without its user and password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 def load_settings(**overrides: Any) -> Settings:

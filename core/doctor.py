@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import aiosqlite
 
 from core.catalog import Catalog
-from core.config import ConfigError, Settings
+from core.config import ConfigError, Settings, server_of
 from core.gemini import GeminiClient, GeminiError, ListedModel
 from core.store import Store
 
@@ -255,7 +254,7 @@ async def database(settings: Settings) -> list[Check]:
 
 
 async def _postgres(settings: Settings) -> Check:
-    where = _server_of(settings.database_url)
+    where = server_of(settings.database_url)
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
             store = await Store.open(settings.database_url, pool_min=0, pool_max=1)
@@ -273,12 +272,6 @@ async def _postgres(settings: Settings) -> Check:
             f"{why}: check DATABASE_URL (user, password, host, port and database name)",
         )
     return Check.ok(f"database PostgreSQL at {where} takes writes (schema version {version})")
-
-
-def _server_of(url: str) -> str:
-    """host:port/database of a URL, without its user and password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 async def _probe_write(path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from core import metrics
-from core.config import ConfigError
+from core.config import ConfigError, is_postgres
 from core.store.conversations import ConversationStore
 from core.store.database import Database, PostgresDatabase, SqliteDatabase
 from core.store.images import ImageBytes, TableImages
@@ -34,10 +34,6 @@ __all__ = [
     "image_hash",
     "is_postgres",
 ]
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
 
 
 class Store(ConversationStore, JobStore, IntakeStore, UsageStore):

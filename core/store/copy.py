@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiosqlite
 import asyncpg
 
+from core.config import is_postgres, server_of
 from core.errors import StoreError, UserFacingError
 from core.store.database import PostgresDatabase
 from core.store.schema import MIGRATIONS, migrate
@@ -70,12 +70,6 @@ class CopyReport:
         )
 
 
-def where(url: str) -> str:
-    """host:port/database of a PostgreSQL URL, without its user and password."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-
-
 async def copy_sqlite_to_postgres(
     source: Path | str,
     target_url: str,
@@ -87,7 +81,7 @@ async def copy_sqlite_to_postgres(
     """Copies the imagebot database in the SQLite file `source` into the empty PostgreSQL
     database at `target_url`; `report` gets a line per table as it goes. Raises CopyRefused
     (nothing written) when the source or the target cannot be used."""
-    if not target_url.startswith(("postgresql://", "postgres://")):
+    if not is_postgres(target_url):
         raise CopyRefused(
             "--to must be a postgresql:// (or postgres://) URL of the database to copy into."
         )
@@ -96,7 +90,7 @@ async def copy_sqlite_to_postgres(
     reader = await _open_source(path, exists)
     try:
         target = await _open_target(target_url)
-        result = CopyReport(path, where(target_url))
+        result = CopyReport(path, server_of(target_url))
         try:
             # checked before migrating, so a refused run writes nothing at all
             await _refuse_data(target, result.target)
@@ -225,7 +219,7 @@ async def _open_target(url: str) -> PostgresDatabase:
     except Exception as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         raise CopyRefused(
-            f"Cannot open the PostgreSQL database at {where(url)} ({reason}): check the --to "
+            f"Cannot open the PostgreSQL database at {server_of(url)} ({reason}): check the --to "
             "URL (user, password, host, port and database name) and that the database exists."
         ) from None
 

@@ -38,6 +38,19 @@ def _channel_posts(fake: FakeDiscord) -> list[str]:
     return [c.path for c in fake.calls_to("POST", rf"/channels/{fake.channel_id}/messages")]
 
 
+async def _late_user_installed_imagine(fake: FakeDiscord) -> dict[str, Any]:
+    """/imagine from the app installed to the user's account, its token about to die."""
+    payload = fake.interaction_slash_command(
+        "imagine",
+        [{"name": "prompt", "type": 3, "value": "a late owl"}],
+        user_id=USER,
+        user_install=True,
+        age_seconds=TOKEN_LIFETIME_SECONDS - 1.0,
+    )
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    return payload
+
+
 async def _settled(
     bot: Bot,
     payload: dict[str, Any],
@@ -155,14 +168,7 @@ async def test_a_user_installed_command_finishing_after_its_token_died_comes_by_
     async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
         # the bot is not in this channel: only the interaction could post there
         fake.deny(fake.channel_id, "SEND_MESSAGES")
-        payload = fake.interaction_slash_command(
-            "imagine",
-            [{"name": "prompt", "type": 3, "value": "a late owl"}],
-            user_id=USER,
-            user_install=True,
-            age_seconds=TOKEN_LIFETIME_SECONDS - 1.0,
-        )
-        await fake.dispatch("INTERACTION_CREATE", payload)
+        payload = await _late_user_installed_imagine(fake)
         assert (await bot.callback(payload)).json["type"] == 5
         job = await _settled(bot, payload)
         [dm] = _dms(fake)
@@ -180,14 +186,7 @@ async def test_a_late_user_installed_result_with_closed_dms_is_given_up_at_once(
     fake_gemini.latency = 1.5
     async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
         fake.closed_dms.add(USER)
-        payload = fake.interaction_slash_command(
-            "imagine",
-            [{"name": "prompt", "type": 3, "value": "a late owl"}],
-            user_id=USER,
-            user_install=True,
-            age_seconds=TOKEN_LIFETIME_SECONDS - 1.0,
-        )
-        await fake.dispatch("INTERACTION_CREATE", payload)
+        payload = await _late_user_installed_imagine(fake)
         await _settled(bot, payload, lambda job: job.delivery_attempts > 0)
         [row] = await poll_until(
             lambda: [r for r in job_rows(bot.settings.sqlite_path) if r["delivery_abandoned_at"]],
