@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.providers import Provider, ProviderSetting, choose_provider
@@ -51,7 +58,18 @@ class Settings(BaseSettings):
     # PostgreSQL only: connections each process keeps open, at least and at most
     database_pool_min: int = Field(1, ge=0, le=100, validation_alias="DATABASE_POOL_MIN")
     database_pool_max: int = Field(10, ge=1, le=100, validation_alias="DATABASE_POOL_MAX")
-    workers: int = Field(8, ge=1, le=256, validation_alias="IMAGEBOT_WORKERS")
+    # Generations at once per process, at most: each model's limit follows the API's answers
+    # below it (core.throttle). A call waiting on the API costs a connection and a few KB,
+    # so the default lets a team's burst reach the API at once; the API's 429s set the pace.
+    max_concurrency: int = Field(
+        256,
+        ge=1,
+        le=1024,
+        validation_alias=AliasChoices("IMAGEBOT_MAX_CONCURRENCY", "IMAGEBOT_WORKERS"),
+    )
+    # Bytes of image API answers held at once (read, parsed and decoded, until delivered):
+    # a 4K PNG answer is ~53 MB of base64, so 200 of them cannot exhaust the memory
+    memory_budget_mb: float = Field(512.0, ge=16, validation_alias="IMAGEBOT_MEMORY_BUDGET_MB")
     max_jobs_per_user: int = Field(3, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
     lease_seconds: float = Field(30.0, gt=0, validation_alias="IMAGEBOT_LEASE_SECONDS")
     progress_interval_seconds: float = Field(

@@ -23,6 +23,19 @@ COST = Counter("imagebot_estimated_cost_usd_total", "Estimated spend, by model",
 DELIVERY_FAILURES = Counter(
     "imagebot_delivery_failures_total", "Failed attempts to show a result", ["platform"]
 )
+API_CONCURRENCY_LIMIT = Gauge(
+    "imagebot_api_concurrency_limit",
+    "Image API calls allowed at once, as learned from the API's answers, by model",
+    ["model"],
+)
+API_THROTTLED = Counter(
+    "imagebot_api_throttled_total",
+    "Image API calls refused for want of capacity (429, 503 overloaded), by model",
+    ["model"],
+)
+ANSWER_BYTES_HELD = Gauge(
+    "imagebot_answer_bytes_held", "Bytes of image API answers held in memory until delivered"
+)
 DATABASE_BYTES = Gauge("imagebot_database_bytes", "Size of the database on disk")
 STORE_ERRORS = Counter(
     "imagebot_store_errors_total", "Writes the database refused (disk full, read-only, ...)"

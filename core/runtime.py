@@ -15,6 +15,7 @@ from core.config import ConfigError, Settings
 from core.gemini import GeminiClient
 from core.service import Service
 from core.store import Store
+from core.throttle import Throttle
 
 log = logging.getLogger("core.runtime")
 
@@ -73,6 +74,7 @@ async def open_service(
         max_attempts=settings.gemini_max_attempts,
         deadline_seconds=settings.gemini_retry_deadline_seconds,
         backoff_base_seconds=settings.gemini_retry_backoff_seconds,
+        throttle=Throttle(settings.max_concurrency, int(settings.memory_budget_mb * 1024 * 1024)),
     )
     _log_image_api(settings, catalog)
     service = Service(settings, catalog, store, gemini, **service_options)

@@ -8,6 +8,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from core.jobs import (
 from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
 from core.store import JobResult, NewImage, NewJob, Store, image_hash
 from core.store.jobs import JOBS_CHANNEL
+from core.throttle import MemoryHold
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,13 @@ class Service:
         # took before they looked, so none sent in between is missed.
         self._woken = asyncio.Event()
         self._announcing: set[str] = set()  # stored, not yet shown: not to be run yet
-        self._workers: list[asyncio.Task[None]] = []
-        self._busy: set[asyncio.Task[None]] = set()  # workers running a job
+        # takes a job whenever the image API has room for one (core.throttle), and runs it
+        # in a task of its own
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()  # jobs being generated
+        # jobs taken whose first API call has not yet reached its model's limit, by the id
+        # sent: they count against the limit's room, so no more are taken than it has
+        self._starting: Counter[str] = Counter()
         self._draining = False
         self._abandoned = False
         # jobs this process is advancing (queued here, running, or being delivered): the
@@ -141,10 +148,8 @@ class Service:
         self._draining = False
         await self.store.database.listen(JOBS_CHANNEL, self._wake_soon)
         await self._take_over_expired()
-        self._workers = [
-            asyncio.create_task(self._worker(), name=f"imagebot-worker-{n}")
-            for n in range(self.settings.workers)
-        ]
+        self.gemini.throttle.on_room(self._wake_soon)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="imagebot-dispatcher")
         self._upkeep = asyncio.create_task(self._maintain(), name="imagebot-leases")
 
     async def stop(self) -> None:
@@ -155,11 +160,10 @@ class Service:
         if self._abandoned:
             return
         self._draining = True
+        self.gemini.throttle.off_room(self._wake_soon)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_grace_seconds
-        for task in self._workers:
-            if task not in self._busy:
-                task.cancel()
+        await self._stop_dispatching()
         queued = (
             self._active
             - self._running
@@ -169,7 +173,7 @@ class Service:
         with contextlib.suppress(StoreError):
             await self.store.release(self.owner, queued, self._shared_platforms())
             self._active -= queued
-        busy = list(self._busy)
+        busy = list(self._jobs)
         if busy and self.settings.shutdown_grace_seconds > 0:
             log.info(
                 "stopping: %d generation(s) under way get up to %g s to finish",
@@ -177,10 +181,9 @@ class Service:
                 self.settings.shutdown_grace_seconds,
             )
             await asyncio.wait(busy, timeout=self.settings.shutdown_grace_seconds)
-        for task in self._workers:
+        for task in busy:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
+        await asyncio.gather(*busy, return_exceptions=True)
         if self._deliveries:
             # a delivery gets what is left of the grace, and at least a few seconds
             left = max(deadline - loop.time(), MIN_DELIVERY_GRACE_SECONDS)
@@ -204,7 +207,9 @@ class Service:
         """Stop at once and hand nothing back: what a process killed with SIGKILL leaves
         behind. Its leases run out, and another process takes its work over."""
         self._abandoned = True
-        tasks = [*self._workers, *self._deliveries]
+        tasks = [*self._jobs, *self._deliveries]
+        if self._dispatcher is not None:
+            tasks.append(self._dispatcher)
         if self._upkeep is not None:
             tasks.append(self._upkeep)
         for task in tasks:
@@ -321,18 +326,58 @@ class Service:
         woken, self._woken = self._woken, asyncio.Event()
         woken.set()
 
+    async def _stop_dispatching(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+            self._dispatcher = None
+
+    async def _dispatch(self) -> None:
+        while not self._draining:
+            job = await self._next_job()
+            task = asyncio.create_task(self._work(job), name=f"imagebot-job-{job.id}")
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _work(self, job: Job) -> None:
+        self._active.add(job.id)
+        try:
+            with logs.job_context(job.id):
+                await self._run(job)
+        except Exception:
+            log.exception("crashed the job's task", extra={"job_id": job.id})
+        finally:
+            self._jobs.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._wake_soon()  # room for another
+
+    def _full_models(self) -> list[str]:
+        """Every name of each model whose limit has no room for one more job."""
+        throttle = self.gemini.throttle
+        provider = self.gemini.provider.name
+        names = []
+        for model in self.catalog.models:
+            sent = model.wire_id(provider)
+            if throttle.limit_for(sent).room <= self._starting[sent]:
+                names.extend(model.names())
+        return names
+
     async def _next_job(self) -> Job:
-        """The next job for a worker here, waiting as long as there is none. Jobs still
-        being shown (their announce under way), and jobs to be ended failed once the store
-        takes writes, are not ready to run."""
+        """The next job to run here, waiting while there is none or no room for it: the
+        hard maximum of jobs at once, and each model's limit. Jobs still being shown
+        (their announce under way), and jobs to be ended failed once the store takes
+        writes, are not ready to run."""
         while True:
             woken = self._woken
+            if len(self._jobs) >= self.settings.max_concurrency:
+                await woken.wait()  # a job's end wakes it
+                continue
             try:
                 job = await self.store.claim_next(
                     self.owner,
                     self._shared_platforms(),
                     self.settings.lease_seconds,
                     not_ready=[*self._announcing, *self._unfailed],
+                    skip_models=self._full_models(),
                 )
             except StoreError:
                 job = None  # upkeep tries the store again; so does the next wake-up
@@ -680,21 +725,6 @@ class Service:
         except StoreError:
             return False  # it stays ours, and runs here
 
-    async def _worker(self) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        while not self._draining:
-            job = await self._next_job()
-            self._busy.add(me)
-            self._active.add(job.id)
-            try:
-                with logs.job_context(job.id):
-                    await self._run(job)
-            except Exception:
-                log.exception("crashed the worker", extra={"job_id": job.id})
-            finally:
-                self._busy.discard(me)
-
     async def _run(self, job: Job) -> None:
         try:
             if job.paid_runs >= MAX_PAID_RUNS or job.attempts > MAX_CLAIMS:
@@ -720,10 +750,13 @@ class Service:
         started = time.monotonic()
         ticker = asyncio.create_task(self._tick(job, started))
         metrics.JOBS_IN_FLIGHT.inc()
+        # the answer's bytes, from their arrival until they are delivered
+        memory = self.gemini.throttle.memory.hold()
         try:
-            result = await self._generate(job)
+            result = await self._generate(job, memory)
         except StoreError:
             # the API call could not be counted, so it was not made: run it once writes work
+            memory.release()
             self._requeue_later.add(job.id)
             return
         except UserFacingError as exc:
@@ -755,11 +788,14 @@ class Service:
             finished = await self.store.finish(job.id, self.owner, result)
         except StoreError:
             # paid for already: kept here, and stored and delivered once writes work
+            memory.release()
             self._unsaved[job.id] = (job, result)
             return
         if finished is not None:
-            self._deliver_later(finished)
+            # shown from the bytes in hand: reading back what was just written is wasted
+            self._deliver_later(finished, _outcome_of(finished, result), memory)
         else:
+            memory.release()
             self._active.discard(job.id)
 
     async def _tick(self, job: Job, started: float) -> None:
@@ -774,7 +810,7 @@ class Service:
                 log.warning("progress update failed", exc_info=True)
             await asyncio.sleep(self.settings.progress_interval_seconds)
 
-    async def _generate(self, job: Job) -> JobResult:
+    async def _generate(self, job: Job, memory: MemoryHold) -> JobResult:
         model = self.catalog.find(job.options.model or "")
         if model is None:
             raise UserFacingError(
@@ -811,11 +847,19 @@ class Service:
             temperature=job.options.temperature,
             with_text=bool(job.options.text),
         )
-        try:
+        starting = True
+        self._starting[wire_id] += 1
+
+        async def sending() -> None:
+            nonlocal starting
+            if starting:  # under the model's limit now: counted there
+                starting = False
+                self._starting[wire_id] -= 1
             # counted before it is sent, so a crash mid-call still shows in api_calls
-            result = await self.gemini.generate(
-                request, on_attempt=lambda: self.store.count_api_call(job.id)
-            )
+            await self.store.count_api_call(job.id)
+
+        try:
+            result = await self.gemini.generate(request, on_attempt=sending, memory=memory)
         except GeminiError as exc:
             return JobResult(
                 "failed",
@@ -824,6 +868,9 @@ class Service:
                 error_detail=exc.detail,
                 notice=history.notice,
             )
+        finally:
+            if starting:
+                self._starting[wire_id] -= 1
         return await self._result(result, model, wire_id, size, history.notice)
 
     async def _result(
@@ -880,10 +927,16 @@ class Service:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    def _deliver_later(self, job: Job) -> None:
+    def _deliver_later(
+        self, job: Job, outcome: Outcome | None = None, memory: MemoryHold | None = None
+    ) -> None:
+        """Show a finished job: `outcome` when it is in hand, else read from the store;
+        `memory` (the answer's bytes) is let go once it is shown or given up."""
         self._active.add(job.id)
         with logs.job_context(job.id):
-            task = asyncio.create_task(self._deliver(job), name=f"imagebot-deliver-{job.id}")
+            task = asyncio.create_task(
+                self._deliver(job, outcome, memory), name=f"imagebot-deliver-{job.id}"
+            )
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -902,21 +955,24 @@ class Service:
             notice=job.notice,
         )
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job, outcome: Outcome | None, memory: MemoryHold | None) -> None:
         self._delivering.add(job.id)
         try:
-            await self._deliver_once(job)
+            await self._deliver_once(job, outcome)
         finally:
+            if memory is not None:
+                memory.release()
             self._delivering.discard(job.id)
             if job.id not in self._unrecorded:
                 self._active.discard(job.id)
 
-    async def _deliver_once(self, job: Job) -> None:
+    async def _deliver_once(self, job: Job, outcome: Outcome | None) -> None:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             log.error("no adapter for platform %s", job.platform)
             return
-        outcome = await self.outcome(job)
+        if outcome is None:
+            outcome = await self.outcome(job)
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
                 keys = await adapter.deliver(job, outcome)
@@ -1029,6 +1085,19 @@ class Service:
 
 def _image_hashes(path: list[Turn]) -> list[str]:
     return [part.image_sha256 for turn in path for part in turn.parts if part.image_sha256]
+
+
+def _outcome_of(job: Job, result: JobResult) -> Outcome:
+    """What a job just finished with `result` shows: the same as outcome() would read back
+    from the store."""
+    return Outcome(
+        images=tuple(
+            ResultImage(i.data, i.mime_type, i.width, i.height, i.sha256) for i in result.images
+        ),
+        text="\n".join(p.text for p in result.parts if p.text).strip(),
+        error=job.error_message if job.state == "failed" else None,
+        notice=job.notice,
+    )
 
 
 def _new_image(data: bytes, mime_type: str) -> NewImage:

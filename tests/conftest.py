@@ -32,7 +32,7 @@ async def fake_gemini() -> AsyncIterator[FakeGemini]:
 def make_settings(tmp_path: Path, gemini: FakeGemini, **values: Any) -> Settings:
     """Settings for a test: the fake API, a fresh SQLite file, short timings.
 
-    `values` use the environment names (GEMINI_MODEL="pro", IMAGEBOT_WORKERS=2, ...).
+    `values` use the environment names (GEMINI_MODEL="pro", IMAGEBOT_MAX_CONCURRENCY=2, ...).
     """
     defaults: dict[str, Any] = {
         "GEMINI_API_KEY": API_KEY,

@@ -31,8 +31,16 @@ from core.gemini._types import (
 )
 from core.gemini._wire import encode_body
 from core.providers import Provider, choose_provider
+from core.throttle import MemoryHold, Slot, Throttle
 
 log = logging.getLogger("core.gemini")
+
+MIB = 1024 * 1024
+# an answer's size when the server does not say it (chunked): base64 JSON by size asked
+_EXPECTED_ANSWER_BYTES = {"512": 1 * MIB, "0.5K": 1 * MIB, "1K": 3 * MIB, "2K": 12 * MIB}
+_EXPECTED_LARGEST = 56 * MIB  # a 4K PNG
+# 429s for want of capacity do not count as tries, up to this many per generation
+_FREE_REFUSALS = 40
 
 
 class GeminiClient:
@@ -50,7 +58,7 @@ class GeminiClient:
         transport: httpx.AsyncBaseTransport | None = None,
         backoff_base_seconds: float = 1.0,
         backoff_cap_seconds: float = 30.0,
-        max_connections: int = 32,
+        throttle: Throttle | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -62,6 +70,10 @@ class GeminiClient:
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
         self._api_key = api_key
+        # calls at once (per model, adaptive) and answer bytes held; the connection pool is
+        # as large as the hard maximum, so the limit, not the pool, decides what waits
+        self.throttle = throttle or Throttle(maximum=32, memory_bytes=512 * MIB)
+        max_connections = self.throttle.maximum
         self._headers = {
             **self.provider.auth_headers(api_key),
             "Content-Type": "application/json",
@@ -153,55 +165,91 @@ class GeminiClient:
         self,
         request: ImageRequest,
         on_attempt: Callable[[], Awaitable[None]] | None = None,
+        memory: MemoryHold | None = None,
     ) -> ImageResult:
         """One generation; raises GeminiError (or GenerationBlocked) when there is no result.
 
         `on_attempt()` is awaited before each request is sent, so a caller can count the call
         durably first: one cut off by a crash may still have been charged. If it raises,
-        nothing is sent.
+        nothing is sent. Each call waits for room under the model's limit; a refusal for
+        want of capacity (429, 503) pauses every call to the model, and a 429 is tried again
+        after the pause without counting as a try, within the deadline. `memory` holds the answer's
+        bytes from their arrival (the decoded images' bytes once parsed); the caller
+        releases it once they are delivered. Without one, they are let go on return.
         """
         body = await asyncio.to_thread(encode_body, request)
         url = self.url_for(request.model_id)
+        limit = self.throttle.limit_for(request.model_id)
+        hold = memory or self.throttle.memory.hold()
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.deadline_seconds
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with asyncio.timeout_at(deadline):
-                    if on_attempt is not None:
-                        await on_attempt()
-                    result = await self._attempt(url, body, request.model_id)
-            except TimeoutError:
-                raise _out_of_time(loop.time() - started, attempt) from None
-            except GeminiError as exc:
-                error = _scrub(exc, self._api_key)
-                error.attempts = attempt
-                if not error.retryable or attempt >= self.max_attempts:
-                    if attempt > 1:
-                        error.detail += f" (gave up after {attempt} attempts)"
-                    raise
-                delay = self._delay(error, attempt)
-                # a retry needs time to work; one cut off at once would only hide this error
-                if loop.time() + delay + self._least_attempt_seconds > deadline:
-                    error.detail += (
-                        f" (gave up after {attempt} attempts: the next wait of {delay:.1f} s "
-                        f"would pass the {self.deadline_seconds:g} s deadline)"
+        calls = tries = refusals = 0
+        try:
+            while True:
+                calls += 1
+                try:
+                    async with asyncio.timeout_at(deadline), limit.slot() as slot:
+                        if on_attempt is not None:
+                            await on_attempt()
+                        result = await self._attempt(url, body, request, slot, hold)
+                except TimeoutError:
+                    raise _out_of_time(loop.time() - started, calls) from None
+                except GeminiError as exc:
+                    error = _scrub(exc, self._api_key)
+                    error.attempts = calls
+                    # a rate limit says "not now", not "this failed": the pause is the wait
+                    refused = (
+                        error.reason == "rate_limited"
+                        and self.max_attempts > 1  # one try asked for: no retry at all
+                        and refusals < _FREE_REFUSALS
                     )
-                    raise
-                log.warning(
-                    "image API attempt %d of %d failed (%s: %s); retrying in %.2f s",
-                    attempt,
-                    self.max_attempts,
-                    error.reason,
-                    error.detail,
-                    delay,
-                )
-                metrics.API_RETRIES.labels(error.reason).inc()
-                await asyncio.sleep(delay)
-            else:
-                return replace(result, attempts=attempt)
+                    if refused:
+                        refusals += 1
+                    else:
+                        tries += 1
+                    if not error.retryable or tries >= self.max_attempts:
+                        if calls > 1:
+                            error.detail += f" (gave up after {calls} attempts)"
+                        raise
+                    # a refusal waits out the model's pause, which every call shares
+                    delay = (
+                        max(0.0, limit.paused_until - loop.time())
+                        if refused
+                        else self._delay(error, tries)
+                    )
+                    # a retry needs time to work; one cut off at once would only hide this
+                    if loop.time() + delay + self._least_attempt_seconds > deadline:
+                        error.detail += (
+                            f" (gave up after {calls} attempts: the next wait of {delay:.1f} s "
+                            f"would pass the {self.deadline_seconds:g} s deadline)"
+                        )
+                        raise
+                    if refused:
+                        log.info(
+                            "image API call %d refused for want of capacity (%s); trying "
+                            "again in %.2f s",
+                            calls,
+                            error.detail,
+                            delay,
+                        )
+                    else:
+                        log.warning(
+                            "image API attempt %d of %d failed (%s: %s); retrying in %.2f s",
+                            tries,
+                            self.max_attempts,
+                            error.reason,
+                            error.detail,
+                            delay,
+                        )
+                    metrics.API_RETRIES.labels(error.reason).inc()
+                    if not refused:
+                        await asyncio.sleep(delay)
+                else:
+                    return replace(result, attempts=calls)
+        finally:
+            if memory is None:
+                hold.release()
 
     @property
     def _least_attempt_seconds(self) -> float:
@@ -213,28 +261,54 @@ class GeminiClient:
         ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    async def _attempt(self, url: str, body: bytes, model_id: str) -> ImageResult:
+    async def _attempt(
+        self, url: str, body: bytes, request: ImageRequest, slot: Slot, hold: MemoryHold
+    ) -> ImageResult:
         sent = time.monotonic()
         try:
-            response = await self._http.post(url, content=body, headers=self._headers)
+            async with self._http.stream("POST", url, content=body, headers=self._headers) as r:
+                if r.status_code == 200:
+                    # the answer waits, unread, until memory is free for it and its parse
+                    await hold.grow_to(2 * _answer_bytes(r.headers, request.image_size))
+                content = await r.aread()
         except httpx.TransportError as exc:
             metrics.API_LATENCY.labels("0").observe(time.monotonic() - sent)
             raise _transport_error(exc, self.timeout_seconds) from exc
-        metrics.API_LATENCY.labels(str(response.status_code)).observe(time.monotonic() - sent)
-        if response.status_code == 200:
+        metrics.API_LATENCY.labels(str(r.status_code)).observe(time.monotonic() - sent)
+        if r.status_code == 200:
+            slot.succeeded()
             # A 200 that cannot be read is not retried: the generation may have been charged.
-            if len(response.content) > 1_000_000:
-                return await asyncio.to_thread(
-                    parse_response, response.content, model_id=model_id, provider=self.provider
+            if len(content) > 1_000_000:
+                result = await asyncio.to_thread(
+                    parse_response, content, model_id=request.model_id, provider=self.provider
                 )
-            return parse_response(response.content, model_id=model_id, provider=self.provider)
-        raise error_from_response(
-            response.status_code,
-            response.content,
-            response.headers,
-            model_id=model_id,
-            provider=self.provider,
+            else:
+                result = parse_response(content, model_id=request.model_id, provider=self.provider)
+            del content
+            hold.shrink_to(sum(len(p.image.data) for p in result.parts if p.image is not None))
+            return result
+        error = error_from_response(
+            r.status_code, content, r.headers, model_id=request.model_id, provider=self.provider
         )
+        if _is_refusal(error):
+            # as long as the API asked, else the first step of the backoff
+            pause = error.retry_after
+            slot.refused(self.backoff_base_seconds if pause is None else pause)
+            metrics.API_THROTTLED.labels(request.model_id).inc()
+        raise error
+
+
+def _is_refusal(error: GeminiError) -> bool:
+    """Whether the API said it has no capacity for this call now: a 429 that is not a spent
+    quota, or a 503 (Google's "model is overloaded")."""
+    return error.retryable and (error.reason == "rate_limited" or error.status == 503)
+
+
+def _answer_bytes(headers: httpx.Headers, image_size: str | None) -> int:
+    try:
+        return int(headers["content-length"])
+    except (KeyError, ValueError):
+        return _EXPECTED_ANSWER_BYTES.get(image_size or "", _EXPECTED_LARGEST)
 
 
 def _out_of_time(waited: float, attempts: int) -> GeminiError:

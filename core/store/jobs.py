@@ -23,6 +23,17 @@ from core.store.records import (
 )
 
 _BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+# Every queued or running job's turn: when the image API is the bottleneck, jobs are run in
+# turns across workspaces/servers (a tenant's n-th job after every other tenant's first
+# n - 1), and within a tenant in turns across its users; a job already running holds its
+# user's and its tenant's earliest turns. Ties go to the older job.
+_TURNS = (
+    "WITH active AS (SELECT id, seq, platform, tenant, ROW_NUMBER() OVER (PARTITION BY "
+    "platform, tenant, user_id ORDER BY CASE state WHEN 'running' THEN 0 ELSE 1 END, seq) "
+    "AS user_turn FROM jobs WHERE state IN ('queued', 'running')), "
+    "turns AS (SELECT id, seq, ROW_NUMBER() OVER (PARTITION BY platform, tenant "
+    "ORDER BY user_turn, seq) AS turn FROM active)"
+)
 JOBS_CHANNEL = "imagebot_jobs"  # PostgreSQL's NOTIFY channel for published jobs
 
 
@@ -179,12 +190,14 @@ class JobStore:
 
     async def queue_position(self, job: Job) -> int:
         """1 for the next job to run: its place among the jobs queued for its owner's
-        workers, its owner's own and those published for any process (claims take them
-        oldest first)."""
+        workers, its owner's own and those published for any process, in the order claims
+        take them (_TURNS)."""
         row = await self._db.fetchrow(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ? "
-            "AND (owner = (SELECT owner FROM jobs WHERE id = ?) OR owner IS NULL)",
-            job.seq,
+            f"{_TURNS} SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id "
+            "JOIN turns me ON me.id = ? WHERE j.state = 'queued' "
+            "AND (j.owner = (SELECT owner FROM jobs WHERE id = ?) OR j.owner IS NULL) "
+            "AND (t.turn < me.turn OR (t.turn = me.turn AND t.seq <= me.seq))",
+            job.id,
             job.id,
         )
         return int(row[0]) if row else 0
@@ -211,28 +224,35 @@ class JobStore:
         lease_seconds: float,
         *,
         not_ready: Sequence[str] = (),
+        skip_models: Sequence[str] = (),
     ) -> Job | None:
-        """The oldest queued job this process may run, now running under its lease: one of
+        """The next queued job this process may run, now running under its lease: one of
         its own (except those `not_ready`), or one published for any process of
-        `platforms`. On PostgreSQL a row another process is claiming at this moment is
+        `platforms`; none for the models named in `skip_models`. Jobs are taken in turns
+        (_TURNS). On PostgreSQL a row another process is claiming at this moment is
         skipped, not waited for."""
         now = self._clock()
         shared = ""
         if platforms:
-            shared = f" OR (owner IS NULL AND platform IN ({_marks(platforms)}))"
-        held_back = f" AND id NOT IN ({_marks(not_ready)})" if not_ready else ""
+            shared = f" OR (j.owner IS NULL AND j.platform IN ({_marks(platforms)}))"
+        held_back = f" AND j.id NOT IN ({_marks(not_ready)})" if not_ready else ""
+        models = ""
+        if skip_models:
+            models = f" AND {_option(self._db, 'model')} NOT IN ({_marks(skip_models)})"
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
-                "UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
-                "attempts = attempts + 1, lease_expires_at = ? WHERE id = (SELECT id FROM jobs "
-                f"WHERE state = 'queued' AND ((owner = ?{held_back}){shared}) ORDER BY seq "
-                f"LIMIT 1{_skip_locked(self._db)}) RETURNING {JOB_COLUMNS}",
+                f"{_TURNS} UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
+                "attempts = attempts + 1, lease_expires_at = ? WHERE id = (SELECT j.id "
+                "FROM jobs j JOIN turns t ON t.id = j.id WHERE j.state = 'queued' "
+                f"AND ((j.owner = ?{held_back}){shared}){models} ORDER BY t.turn, t.seq "
+                f"LIMIT 1{_skip_locked(self._db, 'j')}) RETURNING {JOB_COLUMNS}",
                 owner,
                 now,
                 now + lease_seconds,
                 owner,
                 *not_ready,
                 *platforms,
+                *skip_models,
             )
         return job_of(row) if row else None
 
@@ -479,6 +499,15 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
-def _skip_locked(db: Database) -> str:
+def _skip_locked(db: Database, table: str | None = None) -> str:
     # SQLite takes the whole database for a write transaction: nothing to skip there
-    return " FOR UPDATE SKIP LOCKED" if db.name == "postgresql" else ""
+    if db.name != "postgresql":
+        return ""
+    return f" FOR UPDATE OF {table} SKIP LOCKED" if table else " FOR UPDATE SKIP LOCKED"
+
+
+def _option(db: Database, name: str) -> str:
+    """SQL for one field of a job's options (JSON text), as text."""
+    if db.name == "postgresql":
+        return f"(j.options::json ->> '{name}')"
+    return f"json_extract(j.options, '$.{name}')"

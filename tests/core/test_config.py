@@ -7,7 +7,8 @@ from core.config import ConfigError, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GEMINI_API_KEY", "PORT", "DATABASE_URL", "SLACK_API_URL", "IMAGEBOT_WORKERS"):
+    names = ("GEMINI_API_KEY", "PORT", "DATABASE_URL", "SLACK_API_URL")
+    for name in (*names, "IMAGEBOT_MAX_CONCURRENCY", "IMAGEBOT_WORKERS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -66,3 +67,11 @@ def test_heroku_and_libpq_postgresql_urls_select_postgresql(
 def test_slack_api_url_gains_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:9/api")
     assert load_settings(_env_file=None).slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_the_old_name_of_the_concurrency_maximum_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("IMAGEBOT_WORKERS", "12")
+    assert load_settings(_env_file=None).max_concurrency == 12

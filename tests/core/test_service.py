@@ -438,7 +438,9 @@ async def test_stopping_lets_generations_under_way_finish_and_hands_back_the_que
     tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 0.5
-    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_WORKERS=3)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_MAX_CONCURRENCY=3
+    )
     first = RecordingAdapter()
     async with open_service(settings) as stopping:
         stopping.register("test", first)
@@ -511,7 +513,9 @@ async def test_stopping_hands_queued_jobs_back_at_once_while_one_finishes(
     tmp_path: Path, fake_gemini: FakeGemini, database_url: str
 ) -> None:
     fake_gemini.latency = 1.0
-    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_WORKERS=1)
+    settings = make_settings(
+        tmp_path, fake_gemini, DATABASE_URL=database_url, IMAGEBOT_MAX_CONCURRENCY=1
+    )
 
     async def ours(job_id: str) -> bool:
         """Whether the job is still this process's alone (a lease it keeps up)."""

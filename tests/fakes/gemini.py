@@ -342,6 +342,11 @@ class FakeGemini:
     after the same key checks, in the shape `model_list_shape` names (by default Google's for
     "google" and "any", New-API's for "proxy"). Faults are consumed by it too; the no-image
     ones have no effect there.
+
+    With `capacity` set, at most that many generations run at once: one more is answered
+    429 RESOURCE_EXHAUSTED at once, with a RetryInfo of `capacity_retry_delay` seconds, as
+    a reseller's concurrency limit or a per-key quota answers. `peak_in_flight` and
+    `refused` tell what the client did.
     """
 
     def __init__(
@@ -361,6 +366,11 @@ class FakeGemini:
         self.dialect = dialect
         self.model_list_shape = _DEFAULT_LIST_SHAPE[dialect]
         self.latency = latency
+        self.capacity: int | None = None
+        self.capacity_retry_delay = 1.0
+        self.in_flight = 0  # generations being answered
+        self.peak_in_flight = 0
+        self.refused = 0  # answered 429 for want of capacity
         self.catalog = catalog or load_catalog()
         self.photo = photo
         self._photos: dict[tuple[int, int], bytes] = {}
@@ -498,6 +508,27 @@ class FakeGemini:
             await self._notify()
 
     async def _answer(self, request: web.Request, record: RecordedRequest) -> web.Response | None:
+        if request.method != "POST":
+            return await self._answer_now(request, record)
+        if self.capacity is not None and self.in_flight >= self.capacity:
+            self.refused += 1
+            delay = {"@type": _TYPE + "RetryInfo", "retryDelay": f"{self.capacity_retry_delay}s"}
+            return _google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                [delay],
+            )
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer_now(request, record)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer_now(
+        self, request: web.Request, record: RecordedRequest
+    ) -> web.Response | None:
         await self._pause(self.latency)
         fault = self.faults.pop(0) if self.faults else None
         if fault is not None:

@@ -57,7 +57,7 @@ FAST, STUCK = 0.05, 30.0  # API latencies: answered at once, or not before the k
 WAIT = 15.0  # seconds allowed for each point to be reached
 SETTINGS = {
     "IMAGEBOT_LEASE_SECONDS": "0.6",
-    "IMAGEBOT_WORKERS": "2",
+    "IMAGEBOT_MAX_CONCURRENCY": "2",
     "IMAGEBOT_MAX_JOBS_PER_USER": "100",
     # one progress edit as a job starts; the next would come long after the test
     "IMAGEBOT_PROGRESS_INTERVAL_SECONDS": "30",
@@ -475,7 +475,7 @@ async def test_a_deploy_sigterm_during_a_burst_of_30_pays_for_each_image_once(
     fake_gemini.latency = 0.6
     prompts = [f"burst picture {n}" for n in range(30)]
     async with slack_processes(tmp_path, fake_gemini) as run:
-        run.procs.settings["IMAGEBOT_WORKERS"] = "8"
+        run.procs.settings["IMAGEBOT_MAX_CONCURRENCY"] = "8"
         await run.procs.start()
         await asyncio.gather(*(run.command(prompt) for prompt in prompts))
         await poll_until(

@@ -304,8 +304,8 @@ def test_a_config_error_names_the_variable_without_the_secrets_beside_it(
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("IMAGEBOT_WORKERS", "lots")
-    with pytest.raises(ConfigError, match="IMAGEBOT_WORKERS") as bad:
+    monkeypatch.setenv("IMAGEBOT_MAX_CONCURRENCY", "lots")
+    with pytest.raises(ConfigError, match="IMAGEBOT_MAX_CONCURRENCY") as bad:
         load_settings(_env_file=None)
     assert not leaked(_shown(bad.value))
 
