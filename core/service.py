@@ -94,9 +94,10 @@ class Service:
         # in a task of its own
         self._dispatcher: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()  # jobs being generated
-        # jobs taken whose first API call has not yet reached its model's limit, by the id
-        # sent: they count against the limit's room, so no more are taken than it has
-        self._starting: Counter[str] = Counter()
+        # jobs taken whose first API call has not yet reached its model's limit, and the
+        # model id each will send: they count against the limit's room, so no more are
+        # taken than it has
+        self._starting: dict[str, str] = {}
         self._draining = False
         self._abandoned = False
         # jobs this process is advancing (queued here, running, or being delivered): the
@@ -335,6 +336,9 @@ class Service:
     async def _dispatch(self) -> None:
         while not self._draining:
             job = await self._next_job()
+            model = self.catalog.find(job.options.model or "")
+            if model is not None:
+                self._starting[job.id] = model.wire_id(self.gemini.provider.name)
             task = asyncio.create_task(self._work(job), name=f"imagebot-job-{job.id}")
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
@@ -347,6 +351,7 @@ class Service:
         except Exception:
             log.exception("crashed the job's task", extra={"job_id": job.id})
         finally:
+            self._starting.pop(job.id, None)
             self._jobs.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._wake_soon()  # room for another
 
@@ -354,10 +359,11 @@ class Service:
         """Every name of each model whose limit has no room for one more job."""
         throttle = self.gemini.throttle
         provider = self.gemini.provider.name
+        starting = Counter(self._starting.values())
         names = []
         for model in self.catalog.models:
             sent = model.wire_id(provider)
-            if throttle.limit_for(sent).room <= self._starting[sent]:
+            if throttle.limit_for(sent).room <= starting[sent]:
                 names.extend(model.names())
         return names
 
@@ -847,14 +853,9 @@ class Service:
             temperature=job.options.temperature,
             with_text=bool(job.options.text),
         )
-        starting = True
-        self._starting[wire_id] += 1
 
         async def sending() -> None:
-            nonlocal starting
-            if starting:  # under the model's limit now: counted there
-                starting = False
-                self._starting[wire_id] -= 1
+            self._starting.pop(job.id, None)  # under the model's limit now: counted there
             # counted before it is sent, so a crash mid-call still shows in api_calls
             await self.store.count_api_call(job.id)
 
@@ -868,9 +869,6 @@ class Service:
                 error_detail=exc.detail,
                 notice=history.notice,
             )
-        finally:
-            if starting:
-                self._starting[wire_id] -= 1
         return await self._result(result, model, wire_id, size, history.notice)
 
     async def _result(
