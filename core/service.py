@@ -98,6 +98,10 @@ class Service:
         # model id each will send: they count against the limit's room, so no more are
         # taken than it has
         self._starting: dict[str, str] = {}
+        # set while no job is starting: progress edits wait for it, so that a burst's calls
+        # reach the API before its "Generating…" cards are edited
+        self._started = asyncio.Event()
+        self._started.set()
         self._draining = False
         self._abandoned = False
         # jobs this process is advancing (queued here, running, or being delivered): the
@@ -335,13 +339,14 @@ class Service:
 
     async def _dispatch(self) -> None:
         while not self._draining:
-            job = await self._next_job()
-            model = self.catalog.find(job.options.model or "")
-            if model is not None:
-                self._starting[job.id] = model.wire_id(self.gemini.provider.name)
-            task = asyncio.create_task(self._work(job), name=f"imagebot-job-{job.id}")
-            self._jobs.add(task)
-            task.add_done_callback(self._jobs.discard)
+            for job in await self._next_jobs():
+                model = self.catalog.find(job.options.model or "")
+                if model is not None:
+                    self._starting[job.id] = model.wire_id(self.gemini.provider.name)
+                    self._started.clear()
+                task = asyncio.create_task(self._work(job), name=f"imagebot-job-{job.id}")
+                self._jobs.add(task)
+                task.add_done_callback(self._jobs.discard)
 
     async def _work(self, job: Job) -> None:
         self._active.add(job.id)
@@ -351,24 +356,35 @@ class Service:
         except Exception:
             log.exception("crashed the job's task", extra={"job_id": job.id})
         finally:
-            self._starting.pop(job.id, None)
+            self._now_started(job.id)
             self._jobs.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._wake_soon()  # room for another
 
-    def _full_models(self) -> list[str]:
-        """Every name of each model whose limit has no room for one more job."""
+    def _now_started(self, job_id: str) -> None:
+        self._starting.pop(job_id, None)
+        if not self._starting:
+            self._started.set()
+
+    def _room(self) -> tuple[int, list[str]]:
+        """How many jobs to take now, and every name of each model whose limit has no room
+        for one more: as many as the model with the least room left takes (a job's model
+        is known only once it is taken), within the hard maximum."""
         throttle = self.gemini.throttle
         provider = self.gemini.provider.name
         starting = Counter(self._starting.values())
-        names = []
+        full, rooms = [], []
         for model in self.catalog.models:
             sent = model.wire_id(provider)
-            if throttle.limit_for(sent).room <= starting[sent]:
-                names.extend(model.names())
-        return names
+            room = throttle.limit_for(sent).room - starting[sent]
+            if room <= 0:
+                full.extend(model.names())
+            else:
+                rooms.append(room)
+        free = self.settings.max_concurrency - len(self._jobs)
+        return max(1, min([free, *rooms])), full
 
-    async def _next_job(self) -> Job:
-        """The next job to run here, waiting while there is none or no room for it: the
+    async def _next_jobs(self) -> list[Job]:
+        """The next jobs to run here, waiting while there are none or no room for them: the
         hard maximum of jobs at once, and each model's limit. Jobs still being shown
         (their announce under way), and jobs to be ended failed once the store takes
         writes, are not ready to run."""
@@ -377,22 +393,24 @@ class Service:
             if len(self._jobs) >= self.settings.max_concurrency:
                 await woken.wait()  # a job's end wakes it
                 continue
+            count, full = self._room()
             try:
-                job = await self.store.claim_next(
+                jobs = await self.store.claim_jobs(
                     self.owner,
                     self._shared_platforms(),
                     self.settings.lease_seconds,
+                    count,
                     not_ready=[*self._announcing, *self._unfailed],
-                    skip_models=self._full_models(),
+                    skip_models=full,
                 )
             except StoreError:
-                job = None  # upkeep tries the store again; so does the next wake-up
+                jobs = []  # upkeep tries the store again; so does the next wake-up
             except Exception:
-                # a worker must outlive any one failure (a deadlock, a timeout)
+                # the dispatcher must outlive any one failure (a deadlock, a timeout)
                 log.exception("could not look for the next job")
-                job = None
-            if job is not None:
-                return job
+                jobs = []
+            if jobs:
+                return jobs
             # a long timeout only in case a notification was lost with its connection
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.lease_seconds):
@@ -808,6 +826,9 @@ class Service:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             return
+        with contextlib.suppress(TimeoutError):  # an edit is worth less than a call started
+            async with asyncio.timeout(self.settings.progress_interval_seconds):
+                await self._started.wait()
         while True:
             update = Progress("generating", elapsed_seconds=time.monotonic() - started)
             try:
@@ -855,7 +876,7 @@ class Service:
         )
 
         async def sending() -> None:
-            self._starting.pop(job.id, None)  # under the model's limit now: counted there
+            self._now_started(job.id)  # under the model's limit now: counted there
             # counted before it is sent, so a crash mid-call still shows in api_calls
             await self.store.count_api_call(job.id)
 

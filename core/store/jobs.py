@@ -226,11 +226,27 @@ class JobStore:
         not_ready: Sequence[str] = (),
         skip_models: Sequence[str] = (),
     ) -> Job | None:
-        """The next queued job this process may run, now running under its lease: one of
-        its own (except those `not_ready`), or one published for any process of
-        `platforms`; none for the models named in `skip_models`. Jobs are taken in turns
-        (_TURNS). On PostgreSQL a row another process is claiming at this moment is
-        skipped, not waited for."""
+        """The next job claim_jobs() would take, or None."""
+        jobs = await self.claim_jobs(
+            owner, platforms, lease_seconds, 1, not_ready=not_ready, skip_models=skip_models
+        )
+        return jobs[0] if jobs else None
+
+    async def claim_jobs(
+        self,
+        owner: str,
+        platforms: Sequence[str],
+        lease_seconds: float,
+        count: int,
+        *,
+        not_ready: Sequence[str] = (),
+        skip_models: Sequence[str] = (),
+    ) -> list[Job]:
+        """Up to `count` queued jobs this process may run, now running under its lease, in
+        one statement: its own (except those `not_ready`), and those published for any
+        process of `platforms`; none for the models named in `skip_models`. Jobs are taken
+        in turns (_TURNS). On PostgreSQL a row another process
+        is claiming at this moment is skipped, not waited for."""
         now = self._clock()
         shared = ""
         if platforms:
@@ -240,12 +256,12 @@ class JobStore:
         if skip_models:
             models = f" AND {_option(self._db, 'model')} NOT IN ({_marks(skip_models)})"
         async with self._db.transaction() as tx:
-            row = await tx.fetchrow(
+            rows = await tx.fetch(
                 f"{_TURNS} UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
-                "attempts = attempts + 1, lease_expires_at = ? WHERE id = (SELECT j.id "
+                "attempts = attempts + 1, lease_expires_at = ? WHERE id IN (SELECT j.id "
                 "FROM jobs j JOIN turns t ON t.id = j.id WHERE j.state = 'queued' "
                 f"AND ((j.owner = ?{held_back}){shared}){models} ORDER BY t.turn, t.seq "
-                f"LIMIT 1{_skip_locked(self._db, 'j')}) RETURNING {JOB_COLUMNS}",
+                f"LIMIT ?{_skip_locked(self._db, 'j')}) RETURNING {JOB_COLUMNS}",
                 owner,
                 now,
                 now + lease_seconds,
@@ -253,8 +269,10 @@ class JobStore:
                 *not_ready,
                 *platforms,
                 *skip_models,
+                count,
             )
-        return job_of(row) if row else None
+        # all of them start now; by age, so that the order is the same on both databases
+        return sorted((job_of(row) for row in rows), key=lambda job: job.seq)
 
     async def publish(self, job_id: str, owner: str) -> bool:
         """Let any process run this queued job of ours (PostgreSQL; SQLite keeps it here).
