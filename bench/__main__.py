@@ -91,6 +91,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "SQLite against PostgreSQL with one)",
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curve")
+    parser.add_argument(
+        "--throughput-capacity",
+        type=int,
+        default=40,
+        metavar="K",
+        help="the API-limited bursts: the fake API takes K calls at once and answers 429 "
+        "with a retryDelay beyond them; 0 skips them (default 40)",
+    )
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="run only the API-limited bursts"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the bots' logs and databases here")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
@@ -99,6 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.requests, args.overhead_requests, args.latency = 20, 10, 0.3
         args.concurrency = 1
         args.scaling_seconds = 0.9
+    if args.throughput_only:
+        args.no_scaling = True
     if args.scaling_only and args.no_scaling:
         parser.error("--scaling-only and --no-scaling exclude each other")
     if args.scaling_seconds <= 0:
@@ -122,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         latency=args.latency,
         photo=args.format,
-        platforms=tuple(args.platform or run.PLATFORMS),
+        platforms=() if args.throughput_only else tuple(args.platform or run.PLATFORMS),
         workdir=workdir,
         bot_env=dict(pair.split("=", 1) for pair in args.bot_env),
+        throughput_capacity=args.throughput_capacity,
+        throughput_latency=1.0 if args.quick else run.throughput.LATENCY,
+        throughput_requests=args.requests,
     )
     curve_config = scaling.ScalingConfig(
         latency=args.latency,

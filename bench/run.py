@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import phases, rawhttp
+from bench import phases, rawhttp, throughput
 from bench.discord_load import DiscordLoad
 from bench.measure import Memory, megabytes, settled_memory
 from bench.phases import Burst, Load, Stream
@@ -20,7 +20,8 @@ from bench.tracking import Ask, outcome_counts
 from core.config import Settings
 
 PLATFORMS = ("slack", "discord")
-WORKERS = int(Settings.model_fields["workers"].default)
+# generations at once per process, at most (below it, each model's limit follows the API)
+CONCURRENCY = int(Settings.model_fields["max_concurrency"].default)
 ACK_P99 = 0.050
 OVERHEAD_P50 = {"1K": 0.030, "4K": 0.300}
 IDLE_RSS = 150_000_000
@@ -37,6 +38,11 @@ class Config:
     platforms: tuple[str, ...]
     workdir: Path
     bot_env: dict[str, str] = field(default_factory=dict)
+    # the API-limited bursts (bench.throughput): calls the API takes at once (0: skipped),
+    # its latency, and the burst's size
+    throughput_capacity: int = 40
+    throughput_latency: float = throughput.LATENCY
+    throughput_requests: int = 200
 
 
 @dataclass
@@ -51,7 +57,8 @@ class PlatformResults:
     def rows(self, config: Config) -> list[Row]:
         name = self.platform.capitalize()
         acks = self.ack_burst.acks
-        ideal = WORKERS / config.latency if config.latency > 0 else math.inf
+        ceiling = min(CONCURRENCY, config.requests)
+        ideal = ceiling / config.latency if config.latency > 0 else math.inf
         counts = outcome_counts(self.asks)
         rows = [
             Row(
@@ -86,7 +93,7 @@ class PlatformResults:
                     f"completed generations/s, {len(burst.asks)}-job {size} burst",
                     name,
                     f"{burst.per_second:.2f}/s ({burst.delivered} in {burst.seconds:.1f} s; "
-                    f"{WORKERS} workers / {config.latency:g} s latency = {ideal:.2f}/s)",
+                    f"{ceiling} at once / {config.latency:g} s latency = {ideal:.2f}/s)",
                 )
             )
         rows += [
@@ -159,9 +166,11 @@ class PlatformResults:
 class Results:
     config: Config
     platforms: list[PlatformResults]
+    throughput: list[throughput.LimitedBurst] = field(default_factory=list)
 
     def all_rows(self) -> list[Row]:
-        return [row for p in self.platforms for row in p.rows(self.config)]
+        rows = [row for p in self.platforms for row in p.rows(self.config)]
+        return rows + [t.row("Slack") for t in self.throughput]
 
     def table(self) -> str:
         return table(self.all_rows())
@@ -187,8 +196,22 @@ class Results:
     def as_json(self) -> dict[str, Any]:
         return {
             "config": {k: str(v) for k, v in vars(self.config).items()},
-            "workers": WORKERS,
+            "max_concurrency": CONCURRENCY,
             "results": {p.platform: p.as_json() for p in self.platforms},
+            "throughput": [
+                {
+                    "capacity": t.capacity,
+                    "latency": t.latency,
+                    "seconds": t.burst.seconds,
+                    "ideal": t.ideal,
+                    "delivered": t.burst.delivered,
+                    "api_calls": t.api_calls,
+                    "refused": t.refused,
+                    "peak_in_flight": t.peak_in_flight,
+                    "vm_hwm": t.burst.memory.hwm,
+                }
+                for t in self.throughput
+            ],
         }
 
 
@@ -252,7 +275,7 @@ async def run_platform(
             size="1K",
             count=config.requests,
             latency=latency,
-            workers=WORKERS,
+            workers=CONCURRENCY,
         )
         overhead = {}
         for size, tag in (("1K", "o"), ("4K", "f")):
@@ -264,7 +287,7 @@ async def run_platform(
                 count=config.overhead_requests,
                 concurrency=config.concurrency,
                 latency=latency,
-                workers=WORKERS,
+                workers=CONCURRENCY,
             )
         asks += load.asks.values()
     progress(f"{platform}: a fresh bot for {config.requests} 4K images at once")
@@ -281,7 +304,7 @@ async def run_platform(
             size="4K",
             count=config.requests,
             latency=latency,
-            workers=WORKERS,
+            workers=CONCURRENCY,
         )
         asks += load.asks.values()
     return PlatformResults(platform, idle, ack_burst, overhead, burst_4k, asks)
@@ -293,6 +316,16 @@ async def run(config: Config, progress: Callable[[str], None]) -> Results:
         results = []
         for platform in config.platforms:
             results.append(await run_platform(platform, fakes, config, progress))
-        return Results(config, results)
+        limited = []
+        if config.throughput_capacity:
+            limited = await throughput.limited_bursts(
+                fakes,
+                config.workdir,
+                count=config.throughput_requests,
+                capacity=config.throughput_capacity,
+                latency=config.throughput_latency,
+                progress=progress,
+            )
+        return Results(config, results, limited)
     finally:
         await fakes.stop()
