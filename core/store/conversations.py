@@ -10,7 +10,7 @@ from core.store.database import Database
 from core.store.images import ImageBytes
 from core.store.records import JOB_COLUMNS, job_of, turn_of
 
-VACUUM_PAGES = 2048  # pages given back per slice (8 MB of 4 KiB pages)
+VACUUM_SLICE_BYTES = 8 * 1024 * 1024  # space given back to the file system per step
 
 
 class ConversationStore:
@@ -119,7 +119,7 @@ class ConversationStore:
         if images_before is not None:
             removed += await self.image_bytes.forget(images_before)
         if removed:
-            await self._db.give_back_space(VACUUM_PAGES)
+            await self._db.give_back_space(VACUUM_SLICE_BYTES)
         return removed
 
     async def _clear_conversation(self, conversation_id: int) -> int:

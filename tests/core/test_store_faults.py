@@ -30,6 +30,8 @@ async def refusing_writes(store: Store, kind: str) -> AsyncIterator[None]:
     if kind == "read-only":
         await db.execute("PRAGMA query_only = ON")
     else:
+        # no free page left to fill either, whatever the page size
+        await db.executescript("PRAGMA incremental_vacuum;")
         pages = (await (await db.execute("PRAGMA page_count")).fetchone())[0]
         await db.execute(f"PRAGMA max_page_count = {pages}")
     try:
