@@ -373,7 +373,7 @@ class FakeGemini:
         self.refused = 0  # answered 429 for want of capacity
         self.catalog = catalog or load_catalog()
         self.photo = photo
-        self._photos: dict[tuple[int, int], bytes] = {}
+        self._photos: dict[tuple[int, int, str], bytes] = {}
         self._photo_lock = asyncio.Lock()
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
@@ -967,12 +967,18 @@ class FakeGemini:
             }
         )
 
+    async def prepare_photo(self, width: int, height: int) -> None:
+        """Render the photo for this size and format now, so that no timed answer waits for
+        it (a 4K PNG takes seconds)."""
+        await self._photo((width, height))
+
     async def _photo(self, size: tuple[int, int]) -> bytes:
+        assert self.photo is not None
+        key = (*size, self.photo)  # `photo` may change between requests
         async with self._photo_lock:
-            if size not in self._photos:
-                assert self.photo is not None
-                self._photos[size] = await asyncio.to_thread(render_photo, *size, self.photo)
-            return self._photos[size]
+            if key not in self._photos:
+                self._photos[key] = await asyncio.to_thread(render_photo, *size, self.photo)
+            return self._photos[key]
 
 
 async def serve(
