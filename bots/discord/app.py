@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord.gateway import DiscordWebSocket
@@ -31,6 +32,23 @@ def point_at(settings: Settings) -> None:
     """Aim discord.py at DISCORD_API_URL and DISCORD_GATEWAY_URL (class-wide in discord.py)."""
     Route.BASE = settings.discord_api_url.rstrip("/")
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+# How long an idle connection to Discord's API is kept for the next request. discord.py
+# leaves aiohttp's 15 s, so a burst of interactions more than 15 s after the last one
+# opened a connection per answer again. Cloudflare, in front of the API, closes idle
+# HTTP/1.1 connections after 400 s, and NAT gateways commonly forget idle ones after
+# 240-350 s: 120 s keeps bursts minutes apart on warm connections, well before either.
+KEEPALIVE_SECONDS = 120.0
+
+
+def rest_connector() -> aiohttp.TCPConnector:
+    """The connection pool of discord.py's HTTP client (REST, interaction answers, webhooks).
+
+    No limit on its size, as discord.py's own: an HTTP/1.1 connection carries one request
+    at a time, so with fewer connections than answers in flight each answer would wait for
+    Discord to finish the ones before it on its connection (and for uploads of images)."""
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
 
 
 def intents_for(settings: Settings) -> discord.Intents:
@@ -80,6 +98,13 @@ class _ImageBot:
         # set at the first READY (of every shard this process runs); unlike
         # wait_until_ready() it may be awaited before login
         self.connected = asyncio.Event()
+
+    async def login(self, token: str) -> None:
+        connector = self.http.connector
+        if connector is discord.utils.MISSING or connector.closed:
+            # made here, in the running loop, where discord.py would make its own
+            self.http.connector = rest_connector()
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*components.DYNAMIC_ITEMS)

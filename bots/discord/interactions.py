@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import discord
 import httpx
 
@@ -336,7 +337,13 @@ async def _defer(interaction: discord.Interaction, target: Target) -> Target | N
     another process acknowledged already is this one's to finish all the same: that
     process found it held here and left the work to it."""
     try:
-        answer = await interaction.response.defer(thinking=True)
+        try:
+            answer = await interaction.response.defer(thinking=True)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # a kept-alive connection the other end closed just as it was reused: once more
+            # (if the first did arrive, Discord answers "already acknowledged", taken below)
+            log.info("interaction %s: deferring again after %r", interaction.id, exc)
+            answer = await interaction.response.defer(thinking=True)
     except discord.HTTPException as exc:
         _log_late(interaction, exc)
         return target if exc.code == ALREADY_ACKNOWLEDGED else None
