@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, phases, rawhttp, throughput
-from bench.discord_load import DiscordLoad
+from bench.discord_load import DiscordLoad, ack_rows
 from bench.measure import Memory, megabytes, settled_memory
 from bench.phases import Burst, Load, Stream
 from bench.report import Row, ms, spread_ms, table, under
@@ -25,6 +25,7 @@ CONCURRENCY = int(Settings.model_fields["max_concurrency"].default)
 ACK_P99 = 0.050
 OVERHEAD_P50 = {"1K": 0.030, "4K": 0.300, "4K PNG": None}
 FLOOR_RATIO = 1.5  # 4K answer → delivered, at most this many times the floor
+PNG_SPACING = 2.0  # seconds between the 4K PNG stream's requests
 IDLE_RSS = 150_000_000
 PEAK_RSS = 1_000_000_000
 
@@ -190,10 +191,27 @@ class Results:
     config: Config
     platforms: list[PlatformResults]
     throughput: list[throughput.LimitedBurst] = field(default_factory=list)
+    # Discord acks at 50 and 200 in flight: {"bot"|"floor": {count: row}} (bench.discord_load)
+    discord_acks: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     def all_rows(self) -> list[Row]:
         rows = [row for p in self.platforms for row in p.rows(self.config)]
-        return rows + [t.row("Slack") for t in self.throughput]
+        rows += [t.row("Slack") for t in self.throughput]
+        for count, bot in sorted(self.discord_acks.get("bot", {}).items()):
+            floor_row = self.discord_acks.get("floor", {}).get(count)
+            beside = (
+                f"; bare aiohttp p50 {ms(floor_row['p50'])}, p99 {ms(floor_row['p99'])}"
+                if floor_row
+                else ""
+            )
+            rows.append(
+                Row(
+                    f"ack latency, {count} in flight, warm (imagebot vs bare aiohttp)",
+                    "Discord",
+                    f"p50 {ms(bot['p50'])}, p99 {ms(bot['p99'])} (n={bot['count']}){beside}",
+                )
+            )
+        return rows
 
     def table(self) -> str:
         return table(self.all_rows())
@@ -221,6 +239,7 @@ class Results:
             "config": {k: str(v) for k, v in vars(self.config).items()},
             "max_concurrency": CONCURRENCY,
             "results": {p.platform: p.as_json() for p in self.platforms},
+            "discord_acks": self.discord_acks,
             "throughput": [
                 {
                     "capacity": t.capacity,
@@ -305,6 +324,9 @@ async def run_platform(
         if config.photo != "png":
             streams.append(("4K PNG", "p", "png"))  # the worst case of the 4K path
         for name, tag, photo in streams:
+            # a 4K PNG answer costs the bot ~0.3 s of CPU and the fakes more: spaced closer,
+            # the answers would queue behind each other and the stream would time the queue
+            spaced = photo == "png" and name.startswith("4K")
             progress(f"{platform}: timing {config.overhead_requests} generations at {name}")
             fakes.gemini.photo = photo
             try:
@@ -314,8 +336,8 @@ async def run_platform(
                     tag=tag,
                     size=name.split()[0],
                     count=config.overhead_requests,
-                    concurrency=config.concurrency,
-                    latency=latency,
+                    concurrency=1 if spaced else config.concurrency,
+                    latency=max(PNG_SPACING, latency) if spaced else latency,
                     workers=CONCURRENCY,
                 )
             finally:
@@ -349,6 +371,16 @@ async def run(config: Config, progress: Callable[[str], None]) -> Results:
         results = []
         for platform in config.platforms:
             results.append(await run_platform(platform, fakes, config, progress))
+        acks: dict[str, dict[int, dict[str, Any]]] = {}
+        if "discord" in config.platforms:
+            progress("discord: ack latency at 50 and 200 in flight, bot and bare aiohttp")
+            acks = await ack_rows(
+                fakes,
+                config.workdir / "discord-acks",
+                bot_env=config.bot_env,
+                progress=progress,
+                **({"rounds": 1, "pause": 0.0} if config.requests < 200 else {}),
+            )
         limited = []
         if config.throughput_capacity:
             limited = await throughput.limited_bursts(
@@ -359,6 +391,6 @@ async def run(config: Config, progress: Callable[[str], None]) -> Results:
                 latency=config.throughput_latency,
                 progress=progress,
             )
-        return Results(config, results, limited)
+        return Results(config, results, limited, acks)
     finally:
         await fakes.stop()
