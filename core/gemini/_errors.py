@@ -206,8 +206,8 @@ def _malformed(why: str) -> GeminiError:
     return GeminiError(MALFORMED_MESSAGE, reason="malformed", status=200, detail=why)
 
 
-def _text(body: bytes | str) -> str:
-    return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+def _text(body: bytes | bytearray | str) -> str:
+    return body if isinstance(body, str) else body.decode("utf-8", "replace")
 
 
 def _parse_duration(value: str | None) -> float | None:
