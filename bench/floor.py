@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import io
 import socket
 import statistics
 import tempfile
@@ -27,6 +26,7 @@ from core.store.database import SqliteDatabase
 from core.store.images import TableImages
 from core.store.records import NewImage
 from core.store.schema import migrate
+from tests.fakes.gemini import render_photo
 
 try:
     from pybase64 import b64decode as _b64decode
@@ -41,24 +41,7 @@ _SINK_CHUNK = 1 << 20
 
 def photo(fmt: str) -> bytes:
     """The picture the fake image API answers with at 4K."""
-    try:
-        from tests.fakes.gemini import render_photo
-    except ImportError:  # run outside the repository's tree: noise of about the same size
-        return _noise_photo(fmt)
     return render_photo(SIDE, SIDE, fmt)
-
-
-def _noise_photo(fmt: str) -> bytes:
-    from PIL import Image
-
-    grain = Image.effect_noise((SIDE, SIDE), 24)
-    image = Image.merge("RGB", (grain, grain.rotate(90), grain.rotate(180)))
-    out = io.BytesIO()
-    if fmt == "png":
-        image.save(out, format="PNG", compress_level=1)
-    else:
-        image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
 
 
 class _Sink:
