@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ from core.jobs import (
     UsageSummary,
 )
 from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
-from core.store import JobResult, NewImage, NewJob, Store, image_hash
+from core.store import JobResult, NewImage, NewJob, Store, StoredImage, image_hash
 from core.store.jobs import JOBS_CHANNEL
 from core.throttle import MemoryHold
 
@@ -817,7 +817,7 @@ class Service:
             return
         if finished is not None:
             # shown from the bytes in hand: reading back what was just written is wasted
-            self._deliver_later(finished, _outcome_of(finished, result), memory)
+            self._deliver_later(finished, _shown(finished, result.images, result.parts), memory)
         else:
             memory.release()
             self._active.discard(job.id)
@@ -965,14 +965,7 @@ class Service:
         parts = turn.parts if turn else ()
         stored = await self.store.images(p.image_sha256 for p in parts if p.image_sha256)
         found = [stored[p.image_sha256] for p in parts if p.image_sha256 in stored]
-        return Outcome(
-            images=tuple(
-                ResultImage(i.data, i.mime_type, i.width, i.height, i.sha256) for i in found
-            ),
-            text="\n".join(p.text for p in parts if p.text).strip(),
-            error=job.error_message if job.state == "failed" else None,
-            notice=job.notice,
-        )
+        return _shown(job, found, parts)
 
     async def _deliver(self, job: Job, outcome: Outcome | None, memory: MemoryHold | None) -> None:
         self._delivering.add(job.id)
@@ -1106,14 +1099,13 @@ def _image_hashes(path: list[Turn]) -> list[str]:
     return [part.image_sha256 for turn in path for part in turn.parts if part.image_sha256]
 
 
-def _outcome_of(job: Job, result: JobResult) -> Outcome:
-    """What a job just finished with `result` shows: the same as outcome() would read back
-    from the store."""
+def _shown(
+    job: Job, found: Iterable[StoredImage | NewImage], parts: Iterable[StoredPart]
+) -> Outcome:
+    """What a finished job shows: its images, its text, or the sentence saying why not."""
     return Outcome(
-        images=tuple(
-            ResultImage(i.data, i.mime_type, i.width, i.height, i.sha256) for i in result.images
-        ),
-        text="\n".join(p.text for p in result.parts if p.text).strip(),
+        images=tuple(ResultImage(i.data, i.mime_type, i.width, i.height, i.sha256) for i in found),
+        text="\n".join(p.text for p in parts if p.text).strip(),
         error=job.error_message if job.state == "failed" else None,
         notice=job.notice,
     )
