@@ -27,12 +27,15 @@ _BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 # turns across workspaces/servers (a tenant's n-th job after every other tenant's first
 # n - 1), and within a tenant in turns across its users; a job already running holds its
 # user's and its tenant's earliest turns. Ties go to the older job.
+# Worked out once per statement (MATERIALIZED) and carrying what claims filter on, so that no
+# join to jobs makes PostgreSQL work them out again for every row.
 _TURNS = (
-    "WITH active AS (SELECT id, seq, platform, tenant, ROW_NUMBER() OVER (PARTITION BY "
-    "platform, tenant, user_id ORDER BY CASE state WHEN 'running' THEN 0 ELSE 1 END, seq) "
-    "AS user_turn FROM jobs WHERE state IN ('queued', 'running')), "
-    "turns AS (SELECT id, seq, ROW_NUMBER() OVER (PARTITION BY platform, tenant "
-    "ORDER BY user_turn, seq) AS turn FROM active)"
+    "WITH active AS MATERIALIZED (SELECT id, seq, state, owner, platform, tenant, options, "
+    "ROW_NUMBER() OVER (PARTITION BY platform, tenant, user_id ORDER BY CASE state WHEN "
+    "'running' THEN 0 ELSE 1 END, seq) AS user_turn FROM jobs WHERE state IN ('queued', "
+    "'running')), turns AS MATERIALIZED (SELECT id, seq, state, owner, platform, options, "
+    "ROW_NUMBER() OVER (PARTITION BY platform, tenant ORDER BY user_turn, seq) AS turn "
+    "FROM active)"
 )
 JOBS_CHANNEL = "imagebot_jobs"  # PostgreSQL's NOTIFY channel for published jobs
 
@@ -193,11 +196,9 @@ class JobStore:
         workers, its owner's own and those published for any process, in the order claims
         take them (_TURNS)."""
         row = await self._db.fetchrow(
-            f"{_TURNS} SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id "
-            "JOIN turns me ON me.id = ? WHERE j.state = 'queued' "
-            "AND (j.owner = (SELECT owner FROM jobs WHERE id = ?) OR j.owner IS NULL) "
+            f"{_TURNS} SELECT COUNT(*) FROM turns t JOIN turns me ON me.id = ? "
+            "WHERE t.state = 'queued' AND (t.owner = me.owner OR t.owner IS NULL) "
             "AND (t.turn < me.turn OR (t.turn = me.turn AND t.seq <= me.seq))",
-            job.id,
             job.id,
         )
         return int(row[0]) if row else 0
@@ -255,21 +256,28 @@ class JobStore:
         models = ""
         if skip_models:
             models = f" AND {_option(self._db, 'model')} NOT IN ({_marks(skip_models)})"
+        # PostgreSQL: a few more than asked are picked, as another process may be taking
+        # some of them this moment (skipped, not waited for), then the first `count` locked
+        picked = count * 2 + 8 if self.shared_queue else count
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
-                f"{_TURNS} UPDATE jobs SET state = 'running', owner = ?, started_at = ?, "
-                "attempts = attempts + 1, lease_expires_at = ? WHERE id IN (SELECT j.id "
-                "FROM jobs j JOIN turns t ON t.id = j.id WHERE j.state = 'queued' "
-                f"AND ((j.owner = ?{held_back}){shared}){models} ORDER BY t.turn, t.seq "
-                f"LIMIT ?{_skip_locked(self._db, 'j')}) RETURNING {JOB_COLUMNS}",
-                owner,
-                now,
-                now + lease_seconds,
+                f"{_TURNS}, picked AS (SELECT id, turn, seq FROM turns j WHERE "
+                f"j.state = 'queued' AND ((j.owner = ?{held_back}){shared}){models} "
+                "ORDER BY turn, seq LIMIT ?), locked AS (SELECT j.id, p.turn, p.seq FROM jobs j "
+                f"JOIN picked p ON p.id = j.id WHERE j.state = 'queued'"
+                f"{_skip_locked(self._db, 'j')}), chosen AS (SELECT id FROM locked "
+                "ORDER BY turn, seq LIMIT ?) UPDATE jobs SET state = 'running', owner = ?, "
+                "started_at = ?, attempts = attempts + 1, lease_expires_at = ? "
+                f"WHERE id IN (SELECT id FROM chosen) RETURNING {JOB_COLUMNS}",
                 owner,
                 *not_ready,
                 *platforms,
                 *skip_models,
+                picked,
                 count,
+                owner,
+                now,
+                now + lease_seconds,
             )
         # all of them start now; by age, so that the order is the same on both databases
         return sorted((job_of(row) for row in rows), key=lambda job: job.seq)
