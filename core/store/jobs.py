@@ -257,18 +257,18 @@ class JobStore:
         if skip_models:
             models = f" AND {_option(self._db, 'model')} NOT IN ({_marks(skip_models)})"
         # PostgreSQL: a few more than asked are picked, as another process may be taking
-        # some of them this moment (skipped, not waited for), then the first `count` locked
+        # some of them this moment; the first `count` of them not locked by another are
+        # locked (the rest are skipped, not waited for, and stay free)
         picked = count * 2 + 8 if self.shared_queue else count
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
                 f"{_TURNS}, picked AS (SELECT id, turn, seq FROM turns j WHERE "
                 f"j.state = 'queued' AND ((j.owner = ?{held_back}){shared}){models} "
-                "ORDER BY turn, seq LIMIT ?), locked AS (SELECT j.id, p.turn, p.seq FROM jobs j "
-                f"JOIN picked p ON p.id = j.id WHERE j.state = 'queued'"
-                f"{_skip_locked(self._db, 'j')}), chosen AS (SELECT id FROM locked "
-                "ORDER BY turn, seq LIMIT ?) UPDATE jobs SET state = 'running', owner = ?, "
-                "started_at = ?, attempts = attempts + 1, lease_expires_at = ? "
-                f"WHERE id IN (SELECT id FROM chosen) RETURNING {JOB_COLUMNS}",
+                "ORDER BY turn, seq LIMIT ?), locked AS (SELECT j.id FROM jobs j "
+                "JOIN picked p ON p.id = j.id WHERE j.state = 'queued' ORDER BY p.turn, p.seq "
+                f"LIMIT ?{_skip_locked(self._db, 'j')}) UPDATE jobs SET state = 'running', "
+                "owner = ?, started_at = ?, attempts = attempts + 1, lease_expires_at = ? "
+                f"WHERE id IN (SELECT id FROM locked) RETURNING {JOB_COLUMNS}",
                 owner,
                 *not_ready,
                 *platforms,
