@@ -37,9 +37,9 @@ async def burst(service: Service, adapter: RecordingAdapter, prefix: str, n: int
 async def test_the_limit_shrinks_to_what_the_api_takes_and_grows_when_it_takes_more(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
-    fake_gemini.latency = 0.2
+    fake_gemini.latency = 0.1
     fake_gemini.capacity = 3  # the API takes 3 at once and answers 429 beyond
-    fake_gemini.capacity_retry_delay = 0.2
+    fake_gemini.capacity_retry_delay = 0.1
     settings = make_settings(tmp_path, fake_gemini, IMAGEBOT_MAX_CONCURRENCY=32)
     adapter = RecordingAdapter()
     async with running(settings, adapter) as service:
