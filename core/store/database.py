@@ -116,6 +116,29 @@ class _SqliteTx:
         await self._db.executemany(sql, rows)
 
 
+_SETUP_ATTEMPTS = 20
+
+
+async def _set_up(db: aiosqlite.Connection, page_size: int) -> None:
+    # only before the file has its first page: in WAL mode, not even VACUUM changes it
+    # afterwards, and an existing file is never rewritten for it
+    if (await (await db.execute("PRAGMA page_count")).fetchone())[0] == 0:  # type: ignore[index]
+        await db.execute(f"PRAGMA page_size={int(page_size)}")
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        # the write-ahead log is cut back to this once checkpointed
+        "journal_size_limit=67108864",
+    ):
+        await db.execute(f"PRAGMA {pragma}")
+    # freed pages go back to the file system after retention deletes rows; switching an
+    # existing file over rewrites it once
+    if (await (await db.execute("PRAGMA auto_vacuum")).fetchone())[0] != 2:  # type: ignore[index]
+        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        await db.execute("VACUUM")
+
+
 class SqliteDatabase(_Refusals):
     """One connection; a lock keeps each transaction whole between coroutines."""
 
@@ -139,24 +162,17 @@ class SqliteDatabase(_Refusals):
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             db.row_factory = aiosqlite.Row
-            # only before the file has its first page: in WAL mode, not even VACUUM
-            # changes it afterwards, and an existing file is never rewritten for it
-            if (await (await db.execute("PRAGMA page_count")).fetchone())[0] == 0:
-                await db.execute(f"PRAGMA page_size={int(page_size)}")
-            for pragma in (
-                "journal_mode=WAL",
-                "synchronous=NORMAL",
-                "foreign_keys=ON",
-                f"busy_timeout={BUSY_TIMEOUT_MS}",
-                # the write-ahead log is cut back to this once checkpointed
-                "journal_size_limit=67108864",
-            ):
-                await db.execute(f"PRAGMA {pragma}")
-            # freed pages go back to the file system after retention deletes rows;
-            # switching an existing file over rewrites it once
-            if (await (await db.execute("PRAGMA auto_vacuum")).fetchone())[0] != 2:
-                await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                await db.execute("VACUUM")
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            for attempt in range(_SETUP_ATTEMPTS):
+                try:
+                    await _set_up(db, page_size)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # two processes making the same new file at once: switching it to WAL
+                    # or vacuuming it can be refused at once, without the busy wait
+                    if "locked" not in str(exc) or attempt == _SETUP_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
         except BaseException:
             await db.close()  # or its thread keeps the process alive
             raise
