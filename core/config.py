@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "wss://gateway.discord.gg/", validation_alias="DISCORD_GATEWAY_URL"
     )
 
+    # The application's public key (General Information in the developer portal): set, the
+    # interactions Discord POSTs to PORT's /discord/interactions are verified with it and
+    # answered there. DISCORD_GATEWAY=false leaves the gateway out (HTTP interactions only:
+    # no mentions, replies or DMs), for workers that scale without a gateway session.
+    discord_public_key: str | None = Field(None, validation_alias="DISCORD_PUBLIC_KEY")
+    discord_gateway: bool = Field(True, validation_alias="DISCORD_GATEWAY")
     discord_file_hosts: str = Field(
         "cdn.discordapp.com,media.discordapp.net", validation_alias="DISCORD_FILE_HOSTS"
     )
@@ -156,6 +162,19 @@ class Settings(BaseSettings):
         if not all(item.isascii() and item.isdigit() for item in items):
             raise ValueError("must be comma-separated shard numbers, such as 0,1")
         return ",".join(str(int(item)) for item in items)
+
+    @field_validator("discord_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError(
+                "must be the application's public key, 64 hexadecimal characters (developer "
+                "portal → your application → General Information → Public Key)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _pool_sizes_in_order(self) -> Settings:
@@ -321,6 +340,9 @@ _WANTS = {
         "http://127.0.0.1:8765 with any key to try everything offline"
     ),
     "SLACK_BOT_TOKEN": "set it to the app's xoxb- bot token",
+    "DISCORD_PUBLIC_KEY": (
+        "set it to the application's public key (developer portal → General Information)"
+    ),
     "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
     "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",
 }

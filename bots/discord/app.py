@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import discord
 import yarl
+from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -19,6 +20,7 @@ from bots.discord.commands import Tree, add_commands
 from bots.discord.conversations import Conversations
 from bots.discord.delivery import NO_PING, DiscordDelivery
 from bots.discord.events import PLATFORM, RecentIds
+from bots.discord.http_interactions import Verifier, web_app
 from bots.discord.intake import Held
 from bots.discord.interactions import Interactions
 from core.config import ConfigError, Settings
@@ -212,10 +214,26 @@ def make_client(settings: Settings, **options: Any) -> ImageBotClient | ShardedI
 
 
 class DiscordApp:
-    """The Discord adapter; `serve()` connects and handles Discord until cancelled."""
+    """The Discord adapter; `serve()` connects and handles Discord until cancelled.
 
-    def __init__(self, settings: Settings, service: Service, **client_options: Any) -> None:
+    Interactions arrive over the gateway, or, with DISCORD_PUBLIC_KEY, as HTTP requests to
+    `host`:PORT; DISCORD_GATEWAY=false leaves the gateway out altogether.
+    """
+
+    def __init__(
+        self, settings: Settings, service: Service, *, host: str = "0.0.0.0", **client_options: Any
+    ) -> None:
         settings.require("DISCORD_BOT_TOKEN")
+        if not settings.discord_gateway:
+            try:
+                settings.require("DISCORD_PUBLIC_KEY")
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc}: DISCORD_GATEWAY=false leaves only interactions over HTTP"
+                ) from None
+        self.host = host
+        self.port: int | None = None  # the bound port, once serving HTTP interactions
+        self._web: web.AppRunner | None = None
         access = AccessLists.from_settings(settings)
         point_at(settings)
         self.settings = settings
@@ -253,7 +271,15 @@ class DiscordApp:
         assert self.settings.discord_bot_token is not None
         token = self.settings.discord_bot_token.get_secret_value()
         try:
-            await self.client.start(token)
+            await self.client.login(token)
+            if self.settings.discord_public_key is not None:
+                await self._serve_http(self.settings.discord_public_key)
+            if self.settings.discord_gateway:
+                await self.client.connect()
+            else:
+                log.info("Discord: interactions over HTTP only, no gateway connection")
+                self.client.connected.set()
+                await asyncio.Event().wait()
         except discord.LoginFailure:
             raise ConfigError(
                 "DISCORD_BOT_TOKEN was refused by Discord: copy the token again from the "
@@ -278,12 +304,26 @@ class DiscordApp:
                 ) from None
             raise
         finally:
+            if self._web is not None:
+                await self._web.cleanup()
             await self.intake.stop()
             await self.client.close()
             await self.http.aclose()
 
+    async def _serve_http(self, public_key: str) -> None:
+        """Answer interactions POSTed to PORT (after login: buttons are registered then)."""
+        app = web_app(self.client, Verifier(public_key), self.service.health)
+        self._web = web.AppRunner(app, access_log=None)
+        await self._web.setup()
+        # a burst of interactions opens as many connections at once: the default backlog
+        # of 128 would drop some of them
+        site = web.TCPSite(self._web, self.host, self.settings.port, backlog=1024)
+        await site.start()
+        self.port = int(self._web.addresses[0][1])
+        log.info("Discord: interactions over HTTP on port %s at /discord/interactions", self.port)
+
     async def wait_until_ready(self) -> None:
-        await self.client.wait_until_ready()
+        await self.client.connected.wait()
 
 
 def create_app(settings: Settings, service: Service, **client_options: Any) -> DiscordApp:

@@ -128,12 +128,23 @@ def _short(model: Model) -> str:
 
 
 def add_commands(
-    tree: app_commands.CommandTree[discord.Client], catalog: Catalog, *, dms: bool
+    tree: app_commands.CommandTree[discord.Client],
+    catalog: Catalog,
+    *,
+    dms: bool,
+    user_installs: bool = True,
 ) -> None:
-    """Define the commands on `tree`; the same definitions are run and synced."""
+    """Define the commands on `tree`; the same definitions are run and synced.
+
+    With `user_installs`, a user can add the commands to their own account and use them in
+    any server, in their DM with the bot and, with `dms`, in group DMs and other DMs (where
+    only the interaction's own messages reach the channel).
+    """
     models, ratios, sizes = model_choices(catalog), ratio_choices(catalog), size_choices(catalog)
-    where = app_commands.allowed_contexts(guilds=True, dms=dms, private_channels=False)
-    installs = app_commands.allowed_installs(guilds=True, users=False)
+    where = app_commands.allowed_contexts(
+        guilds=True, dms=dms, private_channels=dms and user_installs
+    )
+    installs = app_commands.allowed_installs(guilds=True, users=user_installs)
 
     @tree.command(name="imagine", description="Make an image from a prompt")
     @where

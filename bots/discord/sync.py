@@ -25,9 +25,18 @@ async def sync_commands(settings: Settings, guild_id: int | None) -> list[str]:
     assert settings.discord_bot_token is not None
     point_at(settings)
     client = ImageBotClient(intents=discord.Intents.none())
-    add_commands(client.tree, catalog_from(settings), dms=settings.discord_dms)
     try:
         await client.login(settings.discord_bot_token.get_secret_value())
+        # users can install the commands only when the application allows it (developer
+        # portal → Installation → Installation Contexts → User Install)
+        application = await client.application_info()
+        user_installs = application.user_integration_config is not None
+        add_commands(
+            client.tree,
+            catalog_from(settings),
+            dms=settings.discord_dms,
+            user_installs=user_installs,
+        )
         if guild_id is None:
             synced = await client.tree.sync()
         else:
@@ -48,5 +57,10 @@ async def sync_commands(settings: Settings, guild_id: int | None) -> list[str]:
     finally:
         await client.close()
     names = [command.name for command in synced]
-    log.info("registered %s %s", ", ".join(names), f"in guild {guild_id}" if guild_id else "")
+    log.info(
+        "registered %s %s(%s)",
+        ", ".join(names),
+        f"in guild {guild_id} " if guild_id else "",
+        "for servers and users" if user_installs else "for servers only: User Install is off",
+    )
     return names

@@ -60,6 +60,30 @@ class Bot:
     app: DiscordApp
     settings: Settings
 
+    def slash_payload(
+        self,
+        options: Mapping[str, Any] | None = None,
+        *,
+        name: str = "imagine",
+        user: int = USER,
+        channel_id: int | None = None,
+        attachments: Mapping[str, JSON] | None = None,
+        user_install: bool = False,
+    ) -> JSON:
+        """The interaction for `/name` with typed options."""
+        typed = [
+            {"name": key, "type": _OPTION_TYPES[type(value)], "value": value}
+            for key, value in (options or {}).items()
+        ]
+        return self.fake.interaction_slash_command(
+            name,
+            typed,
+            user_id=user,
+            channel_id=channel_id,
+            attachments=attachments,
+            user_install=user_install,
+        )
+
     async def slash(
         self,
         options: Mapping[str, Any] | None = None,
@@ -70,12 +94,8 @@ class Bot:
         attachments: Mapping[str, JSON] | None = None,
     ) -> JSON:
         """Dispatch `/name` with typed options; returns the INTERACTION_CREATE payload."""
-        typed = [
-            {"name": key, "type": _OPTION_TYPES[type(value)], "value": value}
-            for key, value in (options or {}).items()
-        ]
-        payload = self.fake.interaction_slash_command(
-            name, typed, user_id=user, channel_id=channel_id, attachments=attachments
+        payload = self.slash_payload(
+            options, name=name, user=user, channel_id=channel_id, attachments=attachments
         )
         await self.fake.dispatch("INTERACTION_CREATE", payload)
         return payload
@@ -167,16 +187,21 @@ async def running_bot(
         await service.start()
         serving = asyncio.create_task(app.serve())
         try:
-            await _until_ready(serving, app, fake)
+            await _until_ready(serving, app, fake, gateway=settings.discord_gateway)
+            if app.port is not None:
+                fake.interactions_url = f"http://127.0.0.1:{app.port}/discord/interactions"
             yield Bot(fake, gemini, service, app, settings)
         finally:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
 
 
-async def _until_ready(serving: asyncio.Task[None], app: DiscordApp, fake: FakeDiscord) -> None:
+async def _until_ready(
+    serving: asyncio.Task[None], app: DiscordApp, fake: FakeDiscord, *, gateway: bool = True
+) -> None:
     async def ready() -> None:
-        await fake.wait_until_ready()
+        if gateway:
+            await fake.wait_until_ready()
         await app.wait_until_ready()
 
     waiter = asyncio.create_task(ready())

@@ -61,3 +61,20 @@ async def test_a_refused_token_is_one_clear_line(tmp_path: Path, fake_gemini: Fa
         settings = bot_settings(tmp_path, fake_gemini, fake, DISCORD_BOT_TOKEN="wrong")
         with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN was refused by Discord"):
             await sync_commands(settings, None)
+
+
+async def test_commands_can_be_installed_by_users_when_the_application_allows_it(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake:
+        settings = bot_settings(tmp_path, fake_gemini, fake)
+        await sync_commands(settings, None)
+        for_users = fake.commands[None]
+        fake.user_install = False  # User Install switched off in the developer portal
+        await sync_commands(settings, None)
+        for_servers = fake.commands[None]
+
+    assert all(c["integration_types"] == [0, 1] for c in for_users)
+    assert all(c["contexts"] == [0, 1, 2] for c in for_users)
+    assert all(c["integration_types"] == [0] for c in for_servers)
+    assert all(c["contexts"] == [0, 1] for c in for_servers)

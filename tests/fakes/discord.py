@@ -48,7 +48,10 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
+import aiohttp
 from aiohttp import BodyPartReader, WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multidict import CIMultiDict
 
 JSON = dict[str, Any]
@@ -91,6 +94,7 @@ _BOT_PERMISSIONS = _EVERYONE_PERMISSIONS | 1 << 13 | 1 << 34  # manage messages,
 
 # paths whose token travels in the URL; Discord checks no Authorization header on them
 _TOKEN_IN_PATH = re.compile(r"/interactions/\d+/[^/]+/callback|/webhooks/\d+/[^/]+(/.*)?")
+_WEBHOOK_TOKEN = re.compile(r"/webhooks/\d+/(?P<token>[^/]+)")
 _FILE_FIELD = re.compile(r"files\[(\d+)\]")
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 
@@ -328,6 +332,19 @@ class _Interaction:
     response_type: int | None = None
     original_message_id: int | None = None
     message_ids: set[int] = field(default_factory=set)
+    # POSTed to the bot's interactions URL: webhook calls wait until its HTTP answer is in
+    answering_over_http: bool = False
+    answered_over_http: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class HttpAnswer:
+    """What the bot's interactions endpoint answered to one signed POST."""
+
+    interaction_id: int
+    status: int
+    body: Any  # the JSON answer, or the text of a refusal
+    seconds: float  # from sending the request to reading the whole answer
 
 
 @dataclass
@@ -447,6 +464,18 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, _Interaction] = {}
         self._modals: dict[str, JSON] = {}
         self._faults: list[_Fault] = []
+        # the application's Ed25519 key pair: interactions POSTed to the bot are signed with
+        # it, and `public_key` is what DISCORD_PUBLIC_KEY is set to
+        self._signing_key = Ed25519PrivateKey.generate()
+        self.public_key = (
+            self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+        )
+        # the application's Interactions Endpoint URL; None: interactions go over the gateway
+        self.interactions_url: str | None = None
+        self.http_answers: list[HttpAnswer] = []
+        self._client: aiohttp.ClientSession | None = None
+        # the developer portal's Installation Contexts: User Install on (new apps have it)
+        self.user_install = True
         self._sessions: dict[tuple[int, int], _Session] = {}  # by [shard id, shard count]
         self._open: list[_Connection] = []
         self._gateway_lock = asyncio.Lock()
@@ -471,6 +500,9 @@ class FakeDiscord:
         self._base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         for conn in list(self._open):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(code=1001, message=b"Going away"), 2.0)
@@ -984,7 +1016,7 @@ class FakeDiscord:
                 "scopes": ["bot", "applications.commands"],
                 "permissions": str(_BOT_PERMISSIONS),
             },
-            "integration_types_config": {"0": {}},
+            "integration_types_config": {"0": {}, "1": {}} if self.user_install else {"0": {}},
             "approximate_guild_count": len(self.guilds),
         }
 
@@ -1502,6 +1534,82 @@ class FakeDiscord:
         except KeyError:
             raise _unknown("Message", 10008) from None
 
+    # interactions over HTTP ----------------------------------------------------------------------
+
+    def interaction_ping(self) -> JSON:
+        """The PING Discord sends when the Interactions Endpoint URL is saved, and now and then."""
+        return {
+            "id": str(snowflake()),
+            "application_id": str(self.application_id),
+            "type": 1,
+            "token": "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96),
+            "version": 1,
+        }
+
+    def sign(self, timestamp: str, body: bytes) -> str:
+        """X-Signature-Ed25519 for `body` sent at `timestamp`: Ed25519(timestamp + body)."""
+        return self._signing_key.sign(timestamp.encode() + body).hex()
+
+    async def post_interaction(
+        self,
+        payload: JSON,
+        *,
+        url: str | None = None,
+        timestamp: str | None = None,
+        signature: str | None = None,
+        body: bytes | None = None,
+    ) -> HttpAnswer:
+        """POST `payload` to the bot's interactions URL as Discord does, signed with the
+        application's key (unless `signature` is given); an answer of 200 is taken as the
+        interaction's response, as Discord takes it."""
+        target = url or self.interactions_url
+        assert target is not None, "set interactions_url to the bot's endpoint first"
+        raw = body if body is not None else json.dumps(payload, separators=(",", ":")).encode()
+        stamp = timestamp if timestamp is not None else str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Discord-Interactions/1.0 (+https://discord.com)",
+            "X-Signature-Ed25519": signature if signature is not None else self.sign(stamp, raw),
+            "X-Signature-Timestamp": stamp,
+        }
+        inter = self._interactions.get(int(payload.get("id") or 0))
+        if inter is not None:
+            inter.dispatched_at = time.monotonic()
+            inter.answering_over_http = True
+        if self._client is None:
+            self._client = aiohttp.ClientSession()
+        started = time.monotonic()
+        try:
+            async with self._client.post(
+                target, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=3.0)
+            ) as response:
+                text = await response.text()
+                status = response.status
+            answer: Any = text
+            if status == 200 and response.content_type == "application/json":
+                answer = json.loads(text)
+                if inter is not None and payload.get("type") != 1:
+                    await self._respond(inter, answer, [])
+        finally:
+            if inter is not None:
+                inter.answering_over_http = False
+                inter.answered_over_http.set()
+        recorded = HttpAnswer(
+            int(payload.get("id") or 0), status, answer, time.monotonic() - started
+        )
+        self.http_answers.append(recorded)
+        self._touch()
+        return recorded
+
+    async def _until_answered_over_http(self, call: DiscordCall) -> None:
+        """Discord takes a webhook call for an interaction only once it has read that
+        interaction's answer; one arriving while the answer is on its way waits for it."""
+        match = _WEBHOOK_TOKEN.match(call.path)
+        inter = self._interactions_by_token.get(match["token"]) if match else None
+        if inter is not None and inter.answering_over_http:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(inter.answered_over_http.wait(), 3.0)
+
     # waiting -------------------------------------------------------------------------------------
 
     def _touch(self) -> None:
@@ -1905,6 +2013,7 @@ class FakeDiscord:
         )
         request[_CALL] = call
         try:
+            await self._until_answered_over_http(call)
             await _read_body(request, call)
             fault = self._take_fault(call)
             if fault is not None:
@@ -2212,18 +2321,33 @@ class FakeDiscord:
             raise _ApiError(404, 10062, "Unknown interaction")
         elapsed = time.monotonic() - (inter.dispatched_at or inter.created_at)
         call.since_dispatch = elapsed
-        if inter.response_type is not None:
+        if inter.response_type is not None or inter.answering_over_http:
             raise _ApiError(400, 40060, "Interaction has already been acknowledged.")
         if elapsed > self.interaction_ttl:
             raise _ApiError(404, 10062, "Unknown interaction")
-        body = call.json or {}
+        resource, created = await self._respond(inter, call.json or {}, call.files)
+        if request.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        interaction: JSON = {"id": str(inter.id), "type": inter.type}
+        if created is not None:
+            interaction.update(
+                response_message_id=str(created.id),
+                response_message_loading=created.loading,
+                response_message_ephemeral=created.ephemeral,
+            )
+        return _json_response({"interaction": interaction, "resource": resource})
+
+    async def _respond(
+        self, inter: _Interaction, body: JSON, files: Sequence[UploadedFile]
+    ) -> tuple[JSON, StoredMessage | None]:
+        """An interaction's first answer (from the callback or an HTTP response), applied."""
         response_type = body.get("type")
         data = body.get("data") or {}
         resource: JSON = {"type": response_type}
         created: StoredMessage | None = None
         if response_type in (4, 5):
             if response_type == 4:
-                created = self._new_message(inter.channel_id, data, call.files)
+                created = self._new_message(inter.channel_id, data, files)
             else:
                 flags = FLAG_LOADING | (int(data.get("flags") or 0) & FLAG_EPHEMERAL)
                 created = StoredMessage(
@@ -2244,7 +2368,7 @@ class FakeDiscord:
             inter.message_ids.add(inter.message_id)
             if response_type == 7:
                 created = self._message_in(inter.channel_id, inter.message_id)
-                self._edit_message(created, data, call.files)
+                self._edit_message(created, data, files)
                 resource["message"] = self._message_payload(created)
         elif response_type == 9:
             if inter.type == 5:
@@ -2262,16 +2386,8 @@ class FakeDiscord:
         if created is not None:
             event = "MESSAGE_UPDATE" if response_type == 7 else "MESSAGE_CREATE"
             await self._echo_message(event, created)
-        if request.query.get("with_response", "").lower() not in ("1", "true"):
-            return web.Response(status=204)
-        interaction: JSON = {"id": str(inter.id), "type": inter.type}
-        if created is not None:
-            interaction.update(
-                response_message_id=str(created.id),
-                response_message_loading=created.loading,
-                response_message_ephemeral=created.ephemeral,
-            )
-        return _json_response({"interaction": interaction, "resource": resource})
+        self._touch()
+        return resource, created
 
     async def _followup(self, request: web.Request) -> web.Response:
         call: DiscordCall = request[_CALL]
