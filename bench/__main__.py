@@ -102,6 +102,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--throughput-only", action="store_true", help="run only the API-limited bursts"
     )
+    parser.add_argument(
+        "--discord-http-only",
+        action="store_true",
+        help="run only the Discord ack over HTTP interactions, beside its bare aiohttp floor",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the bots' logs and databases here")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
@@ -110,7 +115,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.requests, args.overhead_requests, args.latency = 20, 10, 0.3
         args.concurrency = 1
         args.scaling_seconds = 0.9
-    if args.throughput_only:
+    if args.throughput_only or args.discord_http_only:
         args.no_scaling = True
     if args.scaling_only and args.no_scaling:
         parser.error("--scaling-only and --no-scaling exclude each other")
@@ -135,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         latency=args.latency,
         photo=args.format,
-        platforms=() if args.throughput_only else tuple(args.platform or run.PLATFORMS),
+        platforms=()
+        if args.throughput_only or args.discord_http_only
+        else tuple(args.platform or run.PLATFORMS),
         workdir=workdir,
         bot_env=dict(pair.split("=", 1) for pair in args.bot_env),
-        throughput_capacity=args.throughput_capacity,
+        throughput_capacity=0 if args.discord_http_only else args.throughput_capacity,
+        discord_http=args.discord_http_only,
         throughput_latency=1.0 if args.quick else run.throughput.LATENCY,
         throughput_requests=args.requests,
     )

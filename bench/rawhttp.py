@@ -27,6 +27,12 @@ def post_bytes(url: str, body: bytes, headers: dict[str, str]) -> bytes:
 async def exchange(host: str, port: int, request: bytes) -> tuple[int, float]:
     """Connects, writes `request`, reads the whole answer; returns its status and the
     seconds from connecting to the last byte."""
+    status, seconds, _ = await exchange_for_body(host, port, request)
+    return status, seconds
+
+
+async def exchange_for_body(host: str, port: int, request: bytes) -> tuple[int, float, bytes]:
+    """`exchange`, with the answer's body as well."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -35,10 +41,10 @@ async def exchange(host: str, port: int, request: bytes) -> tuple[int, float]:
         status = int(head.split(b" ", 2)[1])
         length = _content_length(head)
         if length is None:
-            await reader.read()  # Connection: close ends the body
+            body = await reader.read()  # Connection: close ends the body
         else:
-            await reader.readexactly(length)
-        return status, time.perf_counter() - started
+            body = await reader.readexactly(length)
+        return status, time.perf_counter() - started, body
     finally:
         writer.close()
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floor, phases, rawhttp, throughput
+from bench import discord_http, floor, phases, rawhttp, throughput
 from bench.discord_load import DiscordLoad, ack_rows
 from bench.measure import Memory, megabytes, settled_memory
 from bench.phases import Burst, Load, Stream
@@ -45,6 +45,8 @@ class Config:
     throughput_capacity: int = 40
     throughput_latency: float = throughput.LATENCY
     throughput_requests: int = 200
+    # the Discord ack over HTTP interactions, even without the Discord platform's rows
+    discord_http: bool = False
 
 
 @dataclass
@@ -193,6 +195,8 @@ class Results:
     throughput: list[throughput.LimitedBurst] = field(default_factory=list)
     # Discord acks at 50 and 200 in flight: {"bot"|"floor": {count: row}} (bench.discord_load)
     discord_acks: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    # Discord acks over HTTP interactions: {"bot"|"floor": HttpAcks} (bench.discord_http)
+    discord_http_acks: dict[str, discord_http.HttpAcks] = field(default_factory=dict)
 
     def all_rows(self) -> list[Row]:
         rows = [row for p in self.platforms for row in p.rows(self.config)]
@@ -211,6 +215,7 @@ class Results:
                     f"p50 {ms(bot['p50'])}, p99 {ms(bot['p99'])} (n={bot['count']}){beside}",
                 )
             )
+        rows += discord_http.rows(self.discord_http_acks)
         return rows
 
     def table(self) -> str:
@@ -240,6 +245,7 @@ class Results:
             "max_concurrency": CONCURRENCY,
             "results": {p.platform: p.as_json() for p in self.platforms},
             "discord_acks": self.discord_acks,
+            "discord_http_acks": {k: v.as_json() for k, v in self.discord_http_acks.items()},
             "throughput": [
                 {
                     "capacity": t.capacity,
@@ -381,6 +387,16 @@ async def run(config: Config, progress: Callable[[str], None]) -> Results:
                 progress=progress,
                 **({"rounds": 1, "pause": 0.0} if config.requests < 200 else {}),
             )
+        http_acks: dict[str, discord_http.HttpAcks] = {}
+        if "discord" in config.platforms or config.discord_http:
+            progress("discord: ack latency over HTTP interactions, bot and bare aiohttp")
+            http_acks = await discord_http.http_ack_rows(
+                fakes,
+                config.workdir / "discord-http",
+                count=config.requests,
+                rounds=3 if config.requests >= 200 else 1,
+                progress=progress,
+            )
         limited = []
         if config.throughput_capacity:
             limited = await throughput.limited_bursts(
@@ -391,6 +407,6 @@ async def run(config: Config, progress: Callable[[str], None]) -> Results:
                 latency=config.throughput_latency,
                 progress=progress,
             )
-        return Results(config, results, limited, acks)
+        return Results(config, results, limited, acks, http_acks)
     finally:
         await fakes.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 # An interaction token lasts 15 minutes; stop using it a little before it dies.
@@ -44,7 +44,9 @@ class Target:
         return replace(self, message_id=message_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a plain value: a shallow copy is enough (dataclasses.asdict copies
+        # deeply, a tenth of a millisecond per interaction acknowledged)
+        return dict(vars(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Target:

@@ -1550,6 +1550,37 @@ class FakeDiscord:
         """X-Signature-Ed25519 for `body` sent at `timestamp`: Ed25519(timestamp + body)."""
         return self._signing_key.sign(timestamp.encode() + body).hex()
 
+    def signed_headers(
+        self, body: bytes, *, timestamp: str | None = None, signature: str | None = None
+    ) -> dict[str, str]:
+        """The headers Discord sends with an interaction POSTed to the bot."""
+        stamp = timestamp if timestamp is not None else str(int(time.time()))
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": "Discord-Interactions/1.0 (+https://discord.com)",
+            "X-Signature-Ed25519": signature if signature is not None else self.sign(stamp, body),
+            "X-Signature-Timestamp": stamp,
+        }
+
+    def sending_over_http(self, payload: JSON) -> None:
+        """`payload` is on its way to the bot: webhook calls for it wait for its answer."""
+        inter = self._interactions.get(int(payload.get("id") or 0))
+        if inter is not None:
+            inter.dispatched_at = time.monotonic()
+            inter.answering_over_http = True
+
+    async def answered_over_http(self, payload: JSON, status: int, answer: Any) -> None:
+        """The bot's HTTP answer to `payload`: a 200 with JSON is the interaction's response."""
+        inter = self._interactions.get(int(payload.get("id") or 0))
+        try:
+            if inter is not None and status == 200 and isinstance(answer, dict):
+                if payload.get("type") != 1:
+                    await self._respond(inter, answer, [])
+        finally:
+            if inter is not None:
+                inter.answering_over_http = False
+                inter.answered_over_http.set()
+
     async def post_interaction(
         self,
         payload: JSON,
@@ -1565,35 +1596,24 @@ class FakeDiscord:
         target = url or self.interactions_url
         assert target is not None, "set interactions_url to the bot's endpoint first"
         raw = body if body is not None else json.dumps(payload, separators=(",", ":")).encode()
-        stamp = timestamp if timestamp is not None else str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Discord-Interactions/1.0 (+https://discord.com)",
-            "X-Signature-Ed25519": signature if signature is not None else self.sign(stamp, raw),
-            "X-Signature-Timestamp": stamp,
-        }
-        inter = self._interactions.get(int(payload.get("id") or 0))
-        if inter is not None:
-            inter.dispatched_at = time.monotonic()
-            inter.answering_over_http = True
+        headers = self.signed_headers(raw, timestamp=timestamp, signature=signature)
         if self._client is None:
-            self._client = aiohttp.ClientSession()
+            self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.sending_over_http(payload)
         started = time.monotonic()
+        answer: Any = None
+        status = 0
         try:
             async with self._client.post(
                 target, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=3.0)
             ) as response:
                 text = await response.text()
                 status = response.status
-            answer: Any = text
+            answer = text
             if status == 200 and response.content_type == "application/json":
                 answer = json.loads(text)
-                if inter is not None and payload.get("type") != 1:
-                    await self._respond(inter, answer, [])
         finally:
-            if inter is not None:
-                inter.answering_over_http = False
-                inter.answered_over_http.set()
+            await self.answered_over_http(payload, status, answer)
         recorded = HttpAnswer(
             int(payload.get("id") or 0), status, answer, time.monotonic() - started
         )
