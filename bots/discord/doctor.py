@@ -79,6 +79,8 @@ async def checks(settings: Settings, catalog: Catalog) -> list[Check]:
             ),
             _intents(settings, int(app.get("flags") or 0)),
         ]
+        if settings.discord_public_key is not None:
+            results.append(_public_key(settings.discord_public_key, app))
         try:
             results.append(await _commands(get, app_id, settings, catalog))
         except _Refused as exc:
@@ -119,6 +121,25 @@ def _intents(settings: Settings, flags: int) -> Check:
         return Check.ok(f"Discord intents: no privileged intent needed{note}")
     on = ", ".join(f"{label} (for {WANTED_BY.get(attr, 'the bot')})" for label, attr in wanted)
     return Check.ok(f"Discord intents: {on} switched on{note}")
+
+
+def _public_key(public_key: str, app: dict[str, Any]) -> Check:
+    """DISCORD_PUBLIC_KEY against the application's own (its `verify_key`), and where Discord
+    sends interactions (the portal's Interactions Endpoint URL)."""
+    if str(app.get("verify_key") or "").lower() != public_key:
+        return Check.fail(
+            "Discord public key: DISCORD_PUBLIC_KEY is not this application's",
+            "copy the Public Key from the developer portal (General Information) again: "
+            "every interaction would be refused with 401",
+        )
+    endpoint = app.get("interactions_endpoint_url")
+    if not endpoint:
+        return Check.fail(
+            "Discord public key matches, but no Interactions Endpoint URL is set",
+            "set it to https://YOUR-HOST/discord/interactions in the developer portal "
+            "(General Information); until then interactions come over the gateway",
+        )
+    return Check.ok(f"Discord public key matches; interactions are sent to {endpoint}")
 
 
 def command_names(settings: Settings, catalog: Catalog) -> list[str]:

@@ -487,6 +487,29 @@ async def test_thread_messages_without_the_message_content_intent_fail(stack: St
     assert line(lines, "✓ Discord invite link").endswith("&permissions=309237763072")
 
 
+async def test_the_discord_public_key_is_checked_against_the_application(stack: Stack) -> None:
+    other_key = FakeDiscord().public_key
+    _, wrong = await run(stack.settings(DISCORD_PUBLIC_KEY=other_key))
+    _, no_url = await run(stack.settings(DISCORD_PUBLIC_KEY=stack.discord.public_key))
+    stack.discord.interactions_url = "https://imagebot.example.com/discord/interactions"
+    code, right = await run(stack.settings(DISCORD_PUBLIC_KEY=stack.discord.public_key))
+
+    assert line(wrong, "✗ Discord public key") == (
+        "✗ Discord public key: DISCORD_PUBLIC_KEY is not this application's: copy the Public "
+        "Key from the developer portal (General Information) again: every interaction would "
+        "be refused with 401"
+    )
+    assert line(no_url, "✗ Discord public key matches").endswith(
+        "set it to https://YOUR-HOST/discord/interactions in the developer portal (General "
+        "Information); until then interactions come over the gateway"
+    )
+    assert code == 0
+    assert line(right, "✓ Discord public key") == (
+        "✓ Discord public key matches; interactions are sent to "
+        "https://imagebot.example.com/discord/interactions"
+    )
+
+
 async def test_unregistered_commands_point_to_discord_sync(stack: Stack) -> None:
     stack.discord.commands.clear()
 

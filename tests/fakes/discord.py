@@ -1009,7 +1009,8 @@ class FakeDiscord:
             "bot": self.bot_user,
             "rpc_origins": [],
             "redirect_uris": [],
-            "interactions_endpoint_url": None,
+            "interactions_endpoint_url": self.interactions_url,
+            "verify_key": self.public_key,
             "role_connections_verification_url": None,
             "tags": [],
             "install_params": {
