@@ -1002,7 +1002,6 @@ class FakeDiscord:
             "hook": True,
             "bot_public": True,
             "bot_require_code_grant": False,
-            "verify_key": "0" * 64,
             "flags": self._application_flags(),
             "owner": self.user(self.owner_id),
             "team": None,
