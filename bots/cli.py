@@ -191,7 +191,7 @@ async def _chat(settings: Settings) -> int:
 
 async def _run(settings: Settings, wanted: Sequence[str]) -> int:
     configured = {
-        "slack": settings.slack_bot_token is not None,
+        "slack": settings.slack_bot_token is not None or settings.slack_client_id is not None,
         "discord": settings.discord_bot_token is not None,
     }
     platforms = list(wanted) or [name for name in PLATFORMS if configured[name]]

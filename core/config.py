@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    # Many workspaces: Slack's OAuth v2 installs the app (/slack/install) and each workspace's
+    # token is kept in the database; SLACK_BOT_TOKEN is then not used
+    slack_client_id: str | None = Field(None, validation_alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(None, validation_alias="SLACK_CLIENT_SECRET")
+    # an uninstalled workspace's conversations, jobs, usage and settings are deleted this
+    # long after the uninstall (a reinstall before then keeps them; 0 keeps them always)
+    slack_uninstall_retention_days: int = Field(
+        30, ge=0, validation_alias="SLACK_UNINSTALL_RETENTION_DAYS"
+    )
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
     port: int = Field(3000, ge=0, le=65535, validation_alias="PORT")
     slack_thread_replies: bool = Field(False, validation_alias="SLACK_THREAD_REPLIES")
@@ -344,6 +353,10 @@ _WANTS = {
         "set it to the application's public key (developer portal → General Information)"
     ),
     "SLACK_SIGNING_SECRET": "set it to the app's signing secret (Basic Information page)",
+    "SLACK_CLIENT_SECRET": (
+        "set it to the app's client secret (Basic Information → App Credentials), beside "
+        "SLACK_CLIENT_ID"
+    ),
     "DISCORD_BOT_TOKEN": "set it to the bot token from the Discord developer portal",
 }
 

@@ -112,6 +112,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.slack_bot_token,
         settings.slack_app_token,
         settings.slack_signing_secret,
+        settings.slack_client_secret,
         settings.discord_bot_token,
     )
     return [value.get_secret_value() for value in values if value is not None]

@@ -14,10 +14,13 @@ current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 REDACTED = "[redacted]"
 # Short-lived secrets that SDKs log at DEBUG inside URLs and payloads: Discord interaction
-# and webhook tokens, and Slack response URLs (anyone holding one may post as the bot).
+# and webhook tokens, and Slack response URLs (anyone holding one may post as the bot); and
+# tokens no setting names, which SDKs log at DEBUG too: each Slack workspace's bot and
+# refresh tokens (xoxb-, xoxe.xoxb-, xoxe-), fields such as "access_token" or "client_secret".
 _INLINE_SECRETS = re.compile(
     r"(?P<url>/(?:webhooks|interactions)/\d+/|/(?:commands|actions)/[TE]\w+/\d+/)[\w.\-]{16,}"
-    r"|(?P<field>[\"']token[\"']\s*:\s*[\"'])[\w.\-]{16,}"
+    r"|(?P<field>[\"'](?:\w+_)?(?:token|secret)[\"']\s*:\s*[\"'])[\w.\-]{16,}"
+    r"|(?P<slack>\bxox[a-z](?:\.xox[a-z])?-)[\w\-]{8,}"
 )
 
 
@@ -56,7 +59,7 @@ class _JobAndSecrets(logging.Filter):
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
-    return (match["url"] or match["field"]) + REDACTED
+    return (match["url"] or match["field"] or match["slack"]) + REDACTED
 
 
 class _Text(logging.Formatter):

@@ -31,6 +31,7 @@ def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
             settings.slack_bot_token,
             settings.slack_app_token,
             settings.slack_signing_secret,
+            settings.slack_client_secret,
             settings.discord_bot_token,
         )
         if value is not None

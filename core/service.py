@@ -279,8 +279,9 @@ class Service:
             await self.apply_retention()
 
     async def apply_retention(self, now: float | None = None) -> int:
-        """Clear conversations and images older than the settings keep them; returns the
-        rows removed. Runs hourly in upkeep."""
+        """Clear conversations and images older than the settings keep them, and the data
+        of tenants whose deletion fell due (an uninstalled workspace); returns the rows
+        removed. Runs hourly in upkeep."""
         now = self.store.now() if now is None else now
         conversations, images = (
             self.settings.keep_conversations_days,
@@ -292,7 +293,11 @@ class Service:
         )
         if removed:
             log.info("retention removed %d rows older than the settings keep them", removed)
-        return removed
+        # the data of workspaces that uninstalled the app and did not come back in time
+        gone = await self.store.forget_tenants(now)
+        if gone:
+            log.info("retention removed %d rows of workspaces that uninstalled the app", gone)
+        return removed + gone
 
     async def _resume_after_store_fault(self, *, deliver: bool = True) -> None:
         """Carry on with what the store refused, now that it takes writes."""

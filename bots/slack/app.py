@@ -28,15 +28,20 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack import messages
+from bots.slack import messages, oauth
 from bots.slack.buttons import Buttons
 from bots.slack.commands import Commands
 from bots.slack.context import Handler, SlackContext
 from bots.slack.delivery import SlackDelivery
 from bots.slack.events import PLATFORM
 from bots.slack.modals import Modals
-from bots.slack.payloads import AuthTest
 from bots.slack.threads import Threads
+from bots.slack.workspaces import (
+    REFUSED_TOKEN,
+    OneWorkspace,
+    WorkspaceAuthorize,
+    Workspaces,
+)
 from core import metrics
 from core.config import ConfigError, Settings
 from core.intake import Intake
@@ -46,16 +51,15 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
-REFUSED_TOKEN = frozenset(
-    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "not_allowed_token_type"}
-)
 
 
 def create_app(settings: Settings, service: Service, *, host: str = "0.0.0.0") -> SlackApp:
     """The Slack adapter, registered with `service`; `serve()` runs it until cancelled.
 
     With SLACK_APP_TOKEN it connects over Socket Mode; otherwise it serves HTTP on
-    `host`:PORT (POST /slack/events for everything Slack sends, GET /healthz).
+    `host`:PORT (POST /slack/events for everything Slack sends, GET /healthz). With
+    SLACK_CLIENT_ID it serves every workspace that installs it through GET /slack/install,
+    each with its own token.
     """
     return SlackApp(settings, service, host=host)
 
@@ -64,29 +68,51 @@ class SlackApp:
     """Bolt wired to the handlers; `port` and `wait_ready()` tell when Slack can reach it."""
 
     def __init__(self, settings: Settings, service: Service, *, host: str) -> None:
-        settings.require("SLACK_BOT_TOKEN")
+        # many workspaces (OAuth) or one (SLACK_BOT_TOKEN)
+        self.many = settings.slack_client_id is not None
         self.socket_mode = settings.slack_app_token is not None
+        if self.many:
+            oauth.check_settings(settings)
+        else:
+            settings.require("SLACK_BOT_TOKEN")
         if not self.socket_mode:
             try:
                 settings.require("SLACK_SIGNING_SECRET")
             except ConfigError as exc:
                 raise ConfigError(f"{exc}, or set SLACK_APP_TOKEN to use Socket Mode") from None
-        assert settings.slack_bot_token is not None
         self.settings = settings
         self.host = host
         self.health = service.health
         self.port: int | None = None  # the bound port in HTTP mode, once serving
-        token = settings.slack_bot_token.get_secret_value()
         retry_handlers: list[AsyncRetryHandler] = [
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
         ]
-        client = AsyncWebClient(
-            token=token, base_url=settings.slack_api_url, retry_handlers=retry_handlers
-        )
         secret = settings.slack_signing_secret
         self._verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
-        _quiet_token_notice()
+        workspaces: Workspaces
+        if self.many:
+            # no token of its own: each request's comes from its workspace's installation
+            client = AsyncWebClient(base_url=settings.slack_api_url, retry_handlers=retry_handlers)
+            oauth_settings, many = oauth.many_workspaces(
+                settings, service.store, client, retry_handlers
+            )
+            workspaces = many
+            options: dict[str, Any] = {
+                "oauth_settings": oauth_settings,
+                "authorize": WorkspaceAuthorize(many),
+                "user_facing_authorize_error_message": messages.NOT_INSTALLED,
+            }
+        else:
+            assert settings.slack_bot_token is not None
+            token = settings.slack_bot_token.get_secret_value()
+            client = AsyncWebClient(
+                token=token, base_url=settings.slack_api_url, retry_handlers=retry_handlers
+            )
+            workspaces = self._one = OneWorkspace(client, token)
+            options = {}
+            _quiet_token_notice()
+        self._client = client
         self.bolt = AsyncApp(
             name="imagebot",
             client=client,
@@ -94,15 +120,15 @@ class SlackApp:
             # the ack (an HTTP answer, a Socket Mode ack) goes out only once a listener has
             # returned, so a request is held in the store before Slack hears it arrived
             process_before_response=True,
+            **options,
         )
-        delivery = SlackDelivery(service, client)
+        delivery = SlackDelivery(service, workspaces)
         self.ctx = SlackContext(
             settings=settings,
             service=service,
-            client=client,
+            workspaces=workspaces,
             delivery=delivery,
             http=httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS),
-            token=token,
             retry_handlers=retry_handlers,
             intake=Intake(service, PLATFORM),
         )
@@ -135,6 +161,11 @@ class SlackApp:
         @app.event("message")
         async def on_message(ack: Any, body: dict[str, Any]) -> None:
             await take(handlers["message"], body, ack)
+
+        if self.many:
+            # app_uninstalled, and tokens_revoked for the bot's token: Bolt's own listeners
+            # remove the installation (our store also sets when the workspace's data goes)
+            app.enable_token_revocation_listeners()
 
         # any other event an operator subscribed the app to: answered 200 and dropped, or
         # Bolt would answer 404 and Slack would deliver it again and again
@@ -184,25 +215,17 @@ class SlackApp:
             raise RuntimeError("the Slack app stopped before it was ready") from self._failure
 
     async def _identify(self) -> None:
-        try:
-            answer = await self.ctx.client.auth_test()
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            if error in REFUSED_TOKEN:
-                raise ConfigError(
-                    f"SLACK_BOT_TOKEN was refused by Slack ({error}): use the Bot User OAuth "
-                    "Token (xoxb-...) from the app's OAuth & Permissions page"
-                ) from None
-            raise
-        bot = AuthTest.model_validate(answer.data)
-        self.ctx.bot = bot
-        self.ctx.delivery.bot_name = bot.user
+        if self.many:
+            # each workspace's bot is known from its installation, and its token
+            log.info("Slack: serving every workspace that installs the app")
+            return
+        bot = await self._one.identify()
         log.info("Slack: signed in as @%s (%s) in team %s", bot.user, bot.user_id, bot.team_id)
 
     async def _serve_socket_mode(self) -> None:
         assert self.settings.slack_app_token is not None
         handler = AsyncSocketModeHandler(
-            self.bolt, self.settings.slack_app_token.get_secret_value(), web_client=self.ctx.client
+            self.bolt, self.settings.slack_app_token.get_secret_value(), web_client=self._client
         )
         try:
             # asked here, once: inside connect_async a refused token is retried forever
@@ -226,6 +249,9 @@ class SlackApp:
     async def _serve_http(self) -> None:
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, self._events)
+        if self.bolt.oauth_flow is not None:
+            # GET /slack/install and /slack/oauth_redirect
+            oauth.add_routes(web_app, self.bolt.oauth_flow)
         # GET /healthz and /metrics beside the events
         metrics.add_routes(web_app, self.health)
         runner = web.AppRunner(web_app, access_log=None)
@@ -318,7 +344,7 @@ class SlackApp:
             self.ctx.pre_held.discard(key)
             await self.ctx.service.release(key)
             return
-        if response.status == 200 and not response.body:
+        if key not in self.ctx.pre_held:
             return  # taken by our listener, which finishes it and lets it go
         # Bolt answered it itself (its authorization failed, say): nothing left to hold
         self.ctx.pre_held.discard(key)

@@ -60,7 +60,8 @@ class Buttons:
         target = Target.of(job).follow_up(user).as_dict()
         if action.action_id == messages.EDIT:
             # first: the trigger id is good for three seconds only
-            await ctx.client.views_open(trigger_id=click.trigger_id, view=messages.edit_view(job))
+            client = await ctx.client(click.team.id)
+            await client.views_open(trigger_id=click.trigger_id, view=messages.edit_view(job))
         elif action.action_id == messages.REROLL:
             request = Request(
                 platform=PLATFORM,
@@ -100,6 +101,7 @@ class Buttons:
         await self.ctx.respond(
             click.response_url,
             text,
+            team=click.team.id,
             channel=click.container.channel_id or (click.channel.id if click.channel else ""),
             user=click.user.id,
             thread_ts=click.container.thread_ts,

@@ -42,7 +42,7 @@ class Commands:
                     messages.help_text(
                         self.ctx.service.catalog,
                         command=command.command,
-                        bot_user_id=self.ctx.bot_user_id,
+                        bot_user_id=await self.ctx.bot_user_id(command.team_id),
                     ),
                 )
             case "settings":
@@ -64,7 +64,8 @@ class Commands:
 
     async def _settings(self, command: SlashCommand) -> None:
         current = await self.ctx.service.user_defaults(PLATFORM, command.team_id, command.user_id)
-        await self.ctx.client.views_open(
+        client = await self.ctx.client(command.team_id)
+        await client.views_open(
             trigger_id=command.trigger_id,
             view=messages.settings_view(self.ctx.service.catalog, current),
         )
@@ -77,5 +78,9 @@ class Commands:
 
     async def _tell(self, command: SlashCommand, text: str) -> None:
         await self.ctx.respond(
-            command.response_url, text, channel=command.channel_id, user=command.user_id
+            command.response_url,
+            text,
+            team=command.team_id,
+            channel=command.channel_id,
+            user=command.user_id,
         )

@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bots.slack.delivery import SlackDelivery
-from bots.slack.payloads import AuthTest
+from bots.slack.workspaces import Workspaces
 from core.config import Settings
 from core.intake import Intake
 from core.service import Service
@@ -43,21 +43,22 @@ class Handler(Protocol):
 class SlackContext:
     settings: Settings
     service: Service
-    client: AsyncWebClient
+    # the token, client and bot of each workspace (one, or each installation's own)
+    workspaces: Workspaces
     delivery: SlackDelivery
     http: httpx.AsyncClient
-    token: str = field(repr=False)
     retry_handlers: list[AsyncRetryHandler]
     intake: Intake
-    bot: AuthTest | None = None  # set from auth.test before the first event arrives
     # keys of slash commands held before their 200 (the fast path): not held again
     pre_held: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    @property
-    def bot_user_id(self) -> str:
-        assert self.bot is not None, "serve() has not identified the bot yet"
-        return self.bot.user_id
+    async def client(self, team: str) -> AsyncWebClient:
+        """The Web API client with the workspace's own token."""
+        return await self.workspaces.client(team)
+
+    async def bot_user_id(self, team: str) -> str:
+        return (await self.workspaces.bot(team)).user_id
 
     async def take(self, handler: Handler, body: dict[str, Any], ack: Ack) -> None:
         """A request from Slack: held in the store before `ack` answers Slack, then its work
@@ -98,6 +99,7 @@ class SlackContext:
         response_url: str | None,
         text: str,
         *,
+        team: str = "",
         channel: str = "",
         user: str = "",
         thread_ts: str | None = None,
@@ -116,19 +118,21 @@ class SlackContext:
                 log.info("the response URL answered %d; answering directly", answer.status_code)
             except Exception:
                 log.warning("the response URL failed; answering directly", exc_info=True)
-        if not (channel and user):
+        if not (team and channel and user):
             return
         try:
-            await self.client.chat_postEphemeral(
+            client = await self.client(team)
+            await client.chat_postEphemeral(
                 channel=channel, user=user, text=text, thread_ts=thread_ts
             )
         except Exception:
             log.warning("could not answer %s in %s", user, channel, exc_info=True)
 
-    async def reply(self, channel: str, thread_ts: str | None, text: str) -> None:
+    async def reply(self, team: str, channel: str, thread_ts: str | None, text: str) -> None:
         """A message in the thread (or, without one, the channel) for everyone there."""
         try:
-            await self.client.chat_postMessage(
+            client = await self.client(team)
+            await client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False
             )
         except Exception:

@@ -14,6 +14,7 @@ from bots.slack import messages
 from bots.slack.events import PLATFORM, message_link
 from bots.slack.files import upload_images
 from bots.slack.target import Target
+from bots.slack.workspaces import Workspaces
 from core.errors import UserFacingError
 from core.jobs import Job, Outcome, Progress
 from core.service import Service
@@ -33,14 +34,14 @@ class SlackDelivery:
     """Shows each job as one status message that is edited as the job moves on.
 
     The images go into the thread of that message (in a DM's main view, right after it):
-    the thread is the conversation, so the next reply there continues from them.
+    the thread is the conversation, so the next reply there continues from them. Every call
+    goes with the token of the job's workspace (its tenant).
     """
 
-    def __init__(self, service: Service, client: AsyncWebClient) -> None:
+    def __init__(self, service: Service, workspaces: Workspaces) -> None:
         self.service = service
         self.catalog = service.catalog
-        self.client = client
-        self.bot_name = "imagebot"  # auth.test's answer replaces it at start
+        self.workspaces = workspaces
         # One edit of a status message at a time, and none after the final one: a progress
         # edit still in flight when the job ends must not land over the result.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -55,8 +56,9 @@ class SlackDelivery:
     async def announce(self, job: Job, position: int) -> dict[str, Any]:
         """Post the status message; its ts becomes part of the job's target."""
         target = Target.of(job)
+        client = await self.workspaces.client(job.tenant)
         try:
-            posted = await self.client.chat_postMessage(
+            posted = await client.chat_postMessage(
                 channel=target.channel,
                 thread_ts=target.thread_ts,
                 unfurl_links=False,
@@ -67,7 +69,7 @@ class SlackDelivery:
             error = str(exc.response.get("error"))
             if error in NOT_A_MEMBER:
                 raise UserFacingError(
-                    messages.not_in_channel(self.bot_name, target.channel),
+                    messages.not_in_channel(await self._bot_name(job.tenant), target.channel),
                     detail=f"chat.postMessage: {error}",
                 ) from None
             raise UserFacingError(
@@ -81,7 +83,7 @@ class SlackDelivery:
         except Exception as exc:
             log.exception("could not link its status message", extra={"job_id": job.id})
             await self._show_quietly(
-                target.channel, ts, messages.failed(job, self.catalog, messages.INTERNAL)
+                client, target.channel, ts, messages.failed(job, self.catalog, messages.INTERNAL)
             )
             raise UserFacingError(messages.INTERNAL, detail=repr(exc)[:300]) from None
         return {"ts": ts}
@@ -117,7 +119,8 @@ class SlackDelivery:
                 message = messages.queued(job, self.catalog, update.position)
             else:
                 message = messages.generating(job, self.catalog, update.elapsed_seconds)
-            await self.client.chat_update(channel=target.channel, ts=target.ts, **message)
+            client = await self.workspaces.client(job.tenant)
+            await client.chat_update(channel=target.channel, ts=target.ts, **message)
 
     async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
         target = Target.of(job)
@@ -139,6 +142,7 @@ class SlackDelivery:
         return keys
 
     async def _deliver(self, job: Job, outcome: Outcome, target: Target) -> list[str]:
+        client = await self.workspaces.client(job.tenant)
         linked = await self.service.message_keys(job)
         if target.ts is None:
             # a crash between posting the status message and storing it in the job: the
@@ -149,7 +153,7 @@ class SlackDelivery:
         if target.ts is None:
             # the status message was never recorded (a crash right after posting it)
             if job.id not in self._reposted:
-                posted = await self.client.chat_postMessage(
+                posted = await client.chat_postMessage(
                     channel=target.channel,
                     thread_ts=target.thread_ts,
                     **messages.generating(job, self.catalog, 0),
@@ -160,7 +164,9 @@ class SlackDelivery:
         keys = [message_link(target.channel, target.ts)]
         if not outcome.ok:
             reason = outcome.error or messages.INTERNAL
-            await self._show(target, messages.failed(job, self.catalog, reason, outcome.text))
+            await self._show(
+                client, target, messages.failed(job, self.catalog, reason, outcome.text)
+            )
             return keys
         shared = [key.removeprefix("file:") for key in linked if key.startswith("file:")]
         if shared:
@@ -168,7 +174,7 @@ class SlackDelivery:
             self._uploaded.setdefault(job.id, shared)
         if job.id not in self._uploaded:
             self._uploaded[job.id] = await upload_images(
-                self.client,
+                client,
                 outcome.images,
                 channel=target.channel,
                 thread_ts=target.results_thread,
@@ -190,24 +196,28 @@ class SlackDelivery:
             upscale_sizes=await self.service.upscale_sizes(job),
             images_below=target.thread_ts is not None or not target.threaded,
         )
-        await self._show(target, done)
+        await self._show(client, target, done)
         return keys
 
-    async def _show(self, target: Target, message: messages.Message) -> None:
+    async def _show(
+        self, client: AsyncWebClient, target: Target, message: messages.Message
+    ) -> None:
         """Edit the status message; when someone deleted it, post the news afresh."""
         assert target.ts is not None
         try:
-            await self.client.chat_update(channel=target.channel, ts=target.ts, **message)
+            await client.chat_update(channel=target.channel, ts=target.ts, **message)
         except SlackApiError as exc:
             if exc.response.get("error") not in STATUS_GONE:
                 raise
-            await self.client.chat_postMessage(
+            await client.chat_postMessage(
                 channel=target.channel, thread_ts=target.results_thread, **message
             )
 
-    async def _show_quietly(self, channel: str, ts: str, message: messages.Message) -> None:
+    async def _show_quietly(
+        self, client: AsyncWebClient, channel: str, ts: str, message: messages.Message
+    ) -> None:
         try:
-            await self.client.chat_update(channel=channel, ts=ts, **message)
+            await client.chat_update(channel=channel, ts=ts, **message)
         except Exception:
             log.warning("could not update the status message %s:%s", channel, ts, exc_info=True)
 
@@ -216,12 +226,13 @@ class SlackDelivery:
     async def delete(self, job: Job) -> None:
         """Remove the job's images and its status message."""
         target = Target.of(job)
+        client = await self.workspaces.client(job.tenant)
         for key in await self.service.message_keys(job):
             if key.startswith("file:"):
-                await self._quietly("files.delete", self.client.files_delete(file=key[5:]))
+                await self._quietly("files.delete", client.files_delete(file=key[5:]))
         if target.ts:
             await self._quietly(
-                "chat.delete", self.client.chat_delete(channel=target.channel, ts=target.ts)
+                "chat.delete", client.chat_delete(channel=target.channel, ts=target.ts)
             )
         log.info("deleted by its requester", extra={"job_id": job.id})
 
@@ -233,6 +244,14 @@ class SlackDelivery:
             log.warning("%s failed: %s", what, exc.response.get("error"))
 
     # bookkeeping
+
+    async def _bot_name(self, team: str) -> str:
+        """The bot's name in the workspace, to say whom to invite."""
+        try:
+            return (await self.workspaces.bot(team)).user
+        except Exception:
+            log.warning("could not tell the bot's name in %s", team, exc_info=True)
+            return "imagebot"
 
     def _lock(self, job_id: str) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

@@ -1,4 +1,5 @@
-"""`imagebot doctor` for Slack: the bot token, its scopes, and the connection mode's credentials."""
+"""`imagebot doctor` for Slack: the bot token, its scopes, and the connection mode's credentials
+(with the app installed in many workspaces: the client id and secret)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack import scopes
-from bots.slack.app import REFUSED_TOKEN
-from core.config import Settings
+from bots.slack import oauth, scopes
+from bots.slack.workspaces import REFUSED_TOKEN
+from core.config import ConfigError, Settings
 from core.doctor import TIMEOUT_SECONDS, Check, cannot_reach
 
 _UNREACHABLE = (aiohttp.ClientError, TimeoutError, OSError)
@@ -19,6 +20,8 @@ SCOPES_PAGE = "OAuth & Permissions → Scopes → Bot Token Scopes (or the scope
 
 
 async def checks(settings: Settings) -> list[Check]:
+    if settings.slack_client_id is not None:
+        return await _many_workspaces(settings)
     if settings.slack_bot_token is None:
         return [Check.skip("Slack", "not configured: set SLACK_BOT_TOKEN")]
     results = await _bot_token(settings)
@@ -108,6 +111,53 @@ def _scopes(settings: Settings, headers: Mapping[str, Any]) -> Check:
     extra = scopes.unneeded(settings, granted)
     spare = f" (also granted, not needed: {', '.join(extra)})" if extra else ""
     return Check.ok(f"Slack scopes: {needed} granted{spare}")
+
+
+async def _many_workspaces(settings: Settings) -> list[Check]:
+    """The settings many workspaces need, and whether Slack takes the client id and secret
+    (an exchange of a code that cannot be good: Slack names bad credentials before it)."""
+    try:
+        oauth.check_settings(settings)
+    except ConfigError as exc:
+        return [Check.fail("Slack many workspaces", str(exc))]
+    assert settings.slack_client_secret is not None
+    client = _client(settings, "")
+    try:
+        await client.oauth_v2_access(
+            client_id=settings.slack_client_id,
+            client_secret=settings.slack_client_secret.get_secret_value(),
+            code="imagebot-doctor",
+        )
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error in ("invalid_client_id", "bad_client_secret", "invalid_client"):
+            return [
+                Check.fail(
+                    "Slack many workspaces",
+                    f"Slack refused SLACK_CLIENT_ID or SLACK_CLIENT_SECRET ({error}): copy both "
+                    "from the app's Basic Information → App Credentials",
+                )
+            ]
+        if error != "invalid_code":
+            return [
+                Check.fail(
+                    "Slack many workspaces",
+                    f"Slack answered oauth.v2.access with {error}: check SLACK_API_URL",
+                )
+            ]
+    except _UNREACHABLE as exc:
+        return [
+            Check.fail(
+                "Slack many workspaces", cannot_reach(f"{client.base_url}oauth.v2.access", exc)
+            )
+        ]
+    return [
+        Check.ok(
+            "Slack many workspaces: SLACK_CLIENT_ID and SLACK_CLIENT_SECRET accepted; installs "
+            f"start at https://<your host>{oauth.INSTALL_PATH} and come back to "
+            f"{oauth.REDIRECT_PATH} (add it under OAuth & Permissions → Redirect URLs)"
+        )
+    ]
 
 
 async def _socket_mode(settings: Settings) -> Check:

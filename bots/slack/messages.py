@@ -205,6 +205,11 @@ def only_owner_deletes(owner_id: str) -> str:
 
 RESUMED = wording.RESUMED
 POST_FAILED = "I could not post in this conversation just now; please try again in a moment."
+# Slack still sent a request from a workspace that removed the app (or revoked its token)
+NOT_INSTALLED = (
+    "I'm no longer installed in this workspace, so I can't make images here: ask a workspace "
+    "admin to install me again."
+)
 INTERNAL = wording.INTERNAL
 
 

@@ -124,6 +124,7 @@ class EditForm:
         await self.ctx.respond(
             None,
             messages.escape(message),
+            team=job.tenant,
             channel=target.channel,
             user=submission.user.id,
             thread_ts=target.thread_ts,

@@ -34,21 +34,22 @@ class Threads:
         self.ctx = ctx
         self.recent = RecentKeys()
 
-    def _read(self, body: dict[str, Any]) -> tuple[str, MessageEvent, Route] | None:
+    async def _read(self, body: dict[str, Any]) -> tuple[str, MessageEvent, Route] | None:
         try:
             envelope = EventCallback.model_validate(body)
             event = MessageEvent.model_validate(envelope.event)
         except ValidationError:
             return None
+        bot_user_id = await self.ctx.bot_user_id(envelope.workspace)
         route = route_message(
-            event, self.ctx.bot_user_id, thread_replies=self.ctx.settings.slack_thread_replies
+            event, bot_user_id, thread_replies=self.ctx.settings.slack_thread_replies
         )
         if route is None or event.user is None:
             return None
         return envelope.workspace, event, route
 
     async def accept(self, body: dict[str, Any]) -> str | None:
-        read = self._read(body)
+        read = await self._read(body)
         if read is None:
             log.debug("ignored an event that is not a message for the bot")
             return None
@@ -61,28 +62,34 @@ class Threads:
         return key
 
     async def run(self, body: dict[str, Any]) -> None:
-        read = self._read(body)
+        read = await self._read(body)
         assert read is not None, "accepted before"
         await self._submit(*read)
 
     async def tell(self, body: dict[str, Any], message: str) -> None:
-        read = self._read(body)
+        read = await self._read(body)
         if read is None:
             return
-        _, event, route = read
+        team, event, route = read
         assert event.user is not None
         await self.ctx.reply(
-            route.channel, route.thread_ts, messages.addressed(event.user, messages.escape(message))
+            team,
+            route.channel,
+            route.thread_ts,
+            messages.addressed(event.user, messages.escape(message)),
         )
 
     async def resumed(self, body: dict[str, Any]) -> None:
         """Told first when a message is taken over from a process that died."""
-        read = self._read(body)
+        read = await self._read(body)
         if read is not None:
-            _, event, route = read
+            team, event, route = read
             assert event.user is not None
             await self.ctx.reply(
-                route.channel, route.thread_ts, messages.addressed(event.user, messages.RESUMED)
+                team,
+                route.channel,
+                route.thread_ts,
+                messages.addressed(event.user, messages.RESUMED),
             )
 
     async def _bot_thread(self, team: str, route: Route) -> bool:
@@ -91,17 +98,18 @@ class Threads:
 
     async def _submit(self, team: str, event: MessageEvent, route: Route) -> None:
         ctx = self.ctx
-        text = clean_text(event.text, ctx.bot_user_id)
+        bot_user_id = await ctx.bot_user_id(team)
+        text = clean_text(event.text, bot_user_id)
         if text.lower() == "help" and not event.files:
             help_text = messages.help_text(
-                ctx.service.catalog, command="/imagine", bot_user_id=ctx.bot_user_id
+                ctx.service.catalog, command="/imagine", bot_user_id=bot_user_id
             )
-            await ctx.reply(route.channel, route.thread_ts, help_text)
+            await ctx.reply(team, route.channel, route.thread_ts, help_text)
             return
         attachments = await download_attachments(
             ctx.http,
-            await complete_files(ctx.client, event.files),
-            token=ctx.token,
+            await complete_files(await ctx.client(team), event.files),
+            token=await ctx.workspaces.token(team),
             hosts=ctx.settings.split(ctx.settings.slack_file_hosts),
             max_bytes=ctx.settings.max_attachment_bytes,
         )

@@ -1,4 +1,5 @@
-"""Persistence: conversations, turns, images, jobs, held requests, usage and defaults.
+"""Persistence: conversations, turns, images, jobs, held requests, usage, defaults and
+installations.
 
 `Store.open(url)` picks the database: a `sqlite:///path` file (the default, one machine)
 or `postgresql://…` (several processes on several machines). Each concern lives in its own
@@ -18,6 +19,7 @@ from core.config import ConfigError, is_postgres
 from core.store.conversations import ConversationStore
 from core.store.database import Database, PostgresDatabase, SqliteDatabase
 from core.store.images import ImageBytes, TableImages
+from core.store.installations import Installation, InstallationStore
 from core.store.intake import IntakeStore
 from core.store.jobs import JobStore
 from core.store.records import JobResult, NewImage, NewJob, StoredImage, image_hash
@@ -26,6 +28,7 @@ from core.store.usage import UsageStore
 
 __all__ = [
     "MIGRATIONS",
+    "Installation",
     "JobResult",
     "NewImage",
     "NewJob",
@@ -36,7 +39,7 @@ __all__ = [
 ]
 
 
-class Store(ConversationStore, JobStore, IntakeStore, UsageStore):
+class Store(ConversationStore, JobStore, IntakeStore, UsageStore, InstallationStore):
     """The store over one database; `image_bytes` keeps the images' bytes."""
 
     def __init__(

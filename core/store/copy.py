@@ -26,9 +26,19 @@ from core.errors import StoreError, UserFacingError
 from core.store.database import PostgresDatabase
 from core.store.schema import MIGRATIONS, migrate
 
-# in an order that satisfies the foreign keys; heartbeats (one row per live process) are
-# not copied: they describe the processes of the old database
-TABLES = ("conversations", "turns", "images", "message_links", "jobs", "user_defaults", "intake")
+# in an order that satisfies the foreign keys; heartbeats (one row per live process) and
+# OAuth states (ten minutes of life) are not copied: they belong to the old database's day
+TABLES = (
+    "conversations",
+    "turns",
+    "images",
+    "message_links",
+    "jobs",
+    "user_defaults",
+    "intake",
+    "installations",
+    "tenant_deletions",
+)
 # turns refer to turns: parents have smaller ids, so reading by id inserts parents first;
 # every table is read in the order it is stored (id and seq are the rowid), with no sort
 _ORDER = {"turns": "id", "conversations": "id", "jobs": "seq"}

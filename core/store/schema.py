@@ -127,6 +127,38 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE message_links ADD COLUMN linked_at REAL NOT NULL DEFAULT 0;
     CREATE INDEX jobs_queued ON jobs (state, platform, seq);
     """,
+    # an app installed in many workspaces: each one's bot token ('' for an absent
+    # enterprise or team id, since a key column cannot be NULL); OAuth states waiting for
+    # their redirect; and the tenants whose data goes once they have been gone long enough
+    """
+    CREATE TABLE installations (
+        platform TEXT NOT NULL,
+        enterprise_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        bot_token TEXT NOT NULL,
+        bot_refresh_token TEXT,
+        bot_token_expires_at REAL,
+        bot_scopes TEXT NOT NULL,
+        bot_id TEXT,
+        bot_user_id TEXT,
+        details TEXT NOT NULL,
+        installed_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (platform, enterprise_id, team_id)
+    );
+    CREATE INDEX installations_by_tenant ON installations (platform, tenant);
+    CREATE TABLE oauth_states (
+        state TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE tenant_deletions (
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        PRIMARY KEY (platform, tenant)
+    );
+    """,
 )
 
 _POSTGRES_TYPES = (

@@ -17,7 +17,7 @@ from bots.cli import main
 from core.conversations import StoredPart, Turn
 from core.jobs import Job
 from core.options import Options
-from core.store import MIGRATIONS, JobResult, NewImage, NewJob, Store, image_hash
+from core.store import MIGRATIONS, Installation, JobResult, NewImage, NewJob, Store, image_hash
 from core.store.copy import TABLES, copy_sqlite_to_postgres
 
 OWNER = "bot-1"
@@ -158,6 +158,13 @@ async def _fill(path: Path) -> Content:
     )
     await store.set_user_defaults("discord", "G1", "U2", Options(model="pro"))
     assert await store.hold("slack", "held-1", {"text": "a cat", "user": "U3"}, OWNER, 60)
+    # a workspace that installed the app, and one that left it, its data due to go
+    await store.save_installation(
+        Installation("slack", "T1", "xoxb-t1", "commands", team_id="T1", details={"a": 1})
+    )
+    await store.remove_installation(
+        "slack", enterprise_id=None, team_id="T9", delete_data_at=1_800_000_000.0
+    )
 
     content = Content(jobs_high_water=old.seq)
     for job_id in ("job-k1", "job-k2", "job-k3", "job-k4", "job-k5"):

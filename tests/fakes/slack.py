@@ -9,11 +9,19 @@ wakes the waiters.
 Approximations worth knowing: file sharing after `files.completeUploadExternal` is immediate
 (real Slack shares asynchronously), any user id is known to `users.info`, and the fake never
 sends events on its own; tests send them with `send_envelope` or `post_to_app`.
+
+Many workspaces: `add_workspace` makes one the app can be installed in through OAuth v2
+(`GET /oauth/v2/authorize` stands for Slack's consent page and redirects back with a code;
+`oauth.v2.access` exchanges the code, or with `grant_type=refresh_token` a refresh token,
+for that workspace's own bot token). Each workspace has its own bot user and bot id, and
+every Web API call is answered as the workspace its token belongs to; `uninstall` revokes
+its tokens. The payload builders take `team_id=` to come from one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import io
@@ -23,10 +31,10 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -34,6 +42,8 @@ from aiohttp import WSMsgType, web
 _T = TypeVar("_T")
 
 APP_ID = "A0001"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "fake-client-secret-0123456789"
 TEAM_DOMAIN = "fake-team"
 BOT_SCOPES = (
     "commands,chat:write,files:write,files:read,app_mentions:read,channels:history,"
@@ -84,12 +94,46 @@ class SlackUpload:
 
 @dataclass(frozen=True)
 class SlackDownload:
-    """One GET of a hosted file; `authorized` says whether the bot token came with it."""
+    """One GET of a hosted file; `authorized` says whether a live bot token came with it,
+    `token` which one."""
 
     file_id: str
     url: str
     authorized: bool
     time: float
+    token: str | None = None
+
+
+# a rotated token lives 12 hours, as Slack's do
+ROTATED_EXPIRES_IN = 43_200
+
+
+@dataclass
+class FakeWorkspace:
+    """A workspace the app can be installed in through OAuth, with its own bot.
+
+    `rotation` turns token rotation on: the first token expires in `expires_in` seconds,
+    each refreshed one in ROTATED_EXPIRES_IN; a refresh token works once. `tokens` lists
+    every access token issued, oldest first; `token` is the newest.
+    """
+
+    team_id: str
+    name: str
+    enterprise_id: str | None
+    bot_user_id: str
+    bot_id: str
+    rotation: bool = False
+    expires_in: int = ROTATED_EXPIRES_IN
+    installer: str = "U0ADMIN"
+    scopes: str = ""  # granted at the last install: what the consent page was asked for
+    installed: bool = False
+    tokens: list[str] = field(default_factory=list)
+    refresh_token: str | None = None
+    expires_at: dict[str, float] = field(default_factory=dict)  # token -> time.time()
+
+    @property
+    def token(self) -> str | None:
+        return self.tokens[-1] if self.tokens else None
 
 
 @dataclass
@@ -149,8 +193,18 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.app_id = APP_ID
+        self.client_id = CLIENT_ID
+        self.client_secret = CLIENT_SECRET
         # what the x-oauth-scopes header of every Web API answer says the token was granted
         self.scopes = BOT_SCOPES
+        # many workspaces: those the app can be installed in, and the app's Redirect URL
+        # (OAuth & Permissions), where the consent page sends the installer back
+        self.workspaces: dict[str, FakeWorkspace] = {}
+        self.redirect_url: str | None = None
+        self.consents: list[dict[str, str]] = []  # what each visit of the consent page asked
+        self._codes: dict[str, str] = {}  # code -> team id, each good once
+        self._token_owners: dict[str, FakeWorkspace] = {}
+        self._caller: FakeWorkspace | None = None  # whose token the current call carries
 
         self.calls: list[SlackCall] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -211,6 +265,7 @@ class FakeSlack:
         app.router.add_post("/commands/{team}/{hook}/{secret}", self._handle_response_url)
         app.router.add_post("/actions/{team}/{hook}/{secret}", self._handle_response_url)
         app.router.add_get("/socket-mode", self._handle_socket)
+        app.router.add_get("/oauth/v2/authorize", self._handle_consent)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -383,10 +438,13 @@ class FakeSlack:
         self._trigger_ids[trigger_id] = time.monotonic()
         return trigger_id
 
-    def _new_response_url(self, *, channel: str, user: str, kind: str = "commands") -> str:
+    def _new_response_url(
+        self, *, channel: str, user: str, kind: str = "commands", team_id: str | None = None
+    ) -> str:
         hook = str(next(self._ids))
         self._response_urls[hook] = _ResponseUrl(channel=channel, user=user)
-        return f"{self.base_url}/{kind}/{self.team_id}/{hook}/{secrets.token_hex(12)}"
+        team = team_id or self.team_id
+        return f"{self.base_url}/{kind}/{team}/{hook}/{secrets.token_hex(12)}"
 
     # ------------------------------------------------------------------ Web API
 
@@ -402,6 +460,8 @@ class FakeSlack:
         params.pop("token", None)
         if invalid_json:
             status, body, headers = 200, {"ok": False, "error": "invalid_json"}, {}
+        elif method == "oauth.v2.access":
+            status, body, headers = 200, self._oauth_v2_access(params, request.headers), {}
         else:
             status, body, headers = self._answer(method, params, token)
         call = SlackCall(
@@ -416,7 +476,8 @@ class FakeSlack:
         )
         self.calls.append(call)
         self._notify()
-        headers["X-OAuth-Scopes"] = self.scopes
+        owner = self._token_owners.get(token or "")
+        headers["X-OAuth-Scopes"] = owner.scopes if owner else self.scopes
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(
@@ -432,10 +493,14 @@ class FakeSlack:
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
             return fault.status, {"ok": False, "error": fault.error}, headers
+        # the call is answered as the workspace its token belongs to
+        self._caller = self._token_owners.get(token or "")
         try:
             return 200, {"ok": True, **handler(params)}, {}
         except _SlackError as e:
             return 200, {"ok": False, "error": e.error}, {}
+        finally:
+            self._caller = None
 
     def _check_token(self, method: str, token: str | None) -> str | None:
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
@@ -445,29 +510,182 @@ class FakeSlack:
             return None
         if token in (self.app_token, self.bot_token):
             return "not_allowed_token_type"
-        return "invalid_auth"
+        owner = self._token_owners.get(token)
+        if owner is None:
+            return "invalid_auth"
+        if method == "apps.connections.open":
+            return "not_allowed_token_type"
+        return self._token_problem(owner, token)
+
+    def _token_problem(self, owner: FakeWorkspace, token: str) -> str | None:
+        """Why a workspace's token is refused now, or None when it is good."""
+        if not owner.installed:
+            return "token_revoked"
+        expires = owner.expires_at.get(token)
+        if expires is not None and expires <= time.time():
+            return "token_expired"
+        return None
+
+    @property
+    def _me(self) -> tuple[str, str, str]:
+        """(team id, bot user id, bot id) of the workspace the current call comes from."""
+        if self._caller is not None:
+            return self._caller.team_id, self._caller.bot_user_id, self._caller.bot_id
+        return self.team_id, self.bot_user_id, self.bot_id
 
     def _auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
+        team_id, bot_user_id, bot_id = self._me
+        caller = self._caller
         return {
             "url": f"https://{TEAM_DOMAIN}.slack.com/",
-            "team": "Fake Team",
+            "team": caller.name if caller else "Fake Team",
             "user": "imagebot",
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
+            "team_id": team_id,
+            "user_id": bot_user_id,
+            "bot_id": bot_id,
+            "enterprise_id": caller.enterprise_id if caller else None,
             "is_enterprise_install": False,
         }
 
+    # ------------------------------------------------------------------ many workspaces
+
+    def add_workspace(
+        self,
+        team_id: str,
+        *,
+        name: str | None = None,
+        enterprise_id: str | None = None,
+        rotation: bool = False,
+        expires_in: int = ROTATED_EXPIRES_IN,
+        installer: str = "U0ADMIN",
+    ) -> FakeWorkspace:
+        """A workspace the app can be installed in (through the consent page); its bot
+        user and bot ids are its own."""
+        suffix = team_id.removeprefix("T")
+        workspace = FakeWorkspace(
+            team_id=team_id,
+            name=name or f"Team {team_id}",
+            enterprise_id=enterprise_id,
+            bot_user_id=f"U0BOT{suffix}",
+            bot_id=f"B0BOT{suffix}",
+            rotation=rotation,
+            expires_in=expires_in,
+            installer=installer,
+        )
+        self.workspaces[team_id] = workspace
+        return workspace
+
+    def grant_code(self, team_id: str, scopes: str = BOT_SCOPES) -> str:
+        """A code for installing the app in `team_id`, as the consent page hands out."""
+        workspace = self.workspaces[team_id]
+        workspace.scopes = scopes
+        code = f"{next(self._ids)}.{secrets.token_hex(16)}"
+        self._codes[code] = team_id
+        return code
+
+    def uninstall(self, team_id: str) -> None:
+        """The workspace removed the app: every token of it is revoked."""
+        workspace = self.workspaces[team_id]
+        workspace.installed = False
+        workspace.refresh_token = None
+        self._notify()
+
+    def workspace_of(self, token: str | None) -> str | None:
+        """The team id a token was issued for (the default workspace's for bot_token)."""
+        if token == self.bot_token:
+            return self.team_id
+        owner = self._token_owners.get(token or "")
+        return owner.team_id if owner else None
+
+    async def _handle_consent(self, request: web.Request) -> web.Response:
+        """Slack's consent page, where an installer picks the workspace (`team`) and clicks
+        Allow at once: back to the redirect URL with a code and the state."""
+        query = dict(request.query)
+        self.consents.append(query)
+        target = query.get("redirect_uri") or self.redirect_url
+        if query.get("client_id") != self.client_id or not target:
+            return web.Response(status=400, text="invalid_client_id or no redirect URL")
+        team = query.get("team") or next(iter(self.workspaces), "")
+        if team not in self.workspaces:
+            return web.Response(status=400, text="unknown team")
+        code = self.grant_code(team, scopes=query.get("scope", ""))
+        back = {"code": code, "state": query.get("state", "")}
+        parts = urlsplit(target)
+        url = urlunsplit(parts._replace(query=urlencode(back)))
+        raise web.HTTPFound(url)
+
+    def _oauth_v2_access(self, p: dict[str, Any], headers: Any) -> dict[str, Any]:
+        client_id, client_secret = p.get("client_id"), p.get("client_secret")
+        basic = headers.get("Authorization", "")
+        if basic.startswith("Basic "):
+            decoded = base64.b64decode(basic[len("Basic ") :]).decode()
+            client_id, _, client_secret = decoded.partition(":")
+        if client_id != self.client_id:
+            return {"ok": False, "error": "invalid_client_id"}
+        if client_secret != self.client_secret:
+            return {"ok": False, "error": "bad_client_secret"}
+        if p.get("grant_type") == "refresh_token":
+            owner = next(
+                (
+                    w
+                    for w in self.workspaces.values()
+                    if w.refresh_token and w.refresh_token == p.get("refresh_token")
+                ),
+                None,
+            )
+            if owner is None or not owner.installed:
+                return {"ok": False, "error": "invalid_refresh_token"}
+            return {"ok": True, **self._issue(owner, ROTATED_EXPIRES_IN)}
+        team = self._codes.pop(str(p.get("code", "")), None)
+        if team is None:
+            return {"ok": False, "error": "invalid_code"}
+        workspace = self.workspaces[team]
+        workspace.installed = True
+        answer = self._issue(workspace, workspace.expires_in)
+        answer["authed_user"] = {"id": workspace.installer}
+        return {"ok": True, **answer}
+
+    def _issue(self, workspace: FakeWorkspace, expires_in: int) -> dict[str, Any]:
+        """A new bot token for the workspace (and, with rotation, a new refresh token: the
+        one just used is spent)."""
+        number = next(self._ids)
+        prefix = "xoxe.xoxb-1-" if workspace.rotation else "xoxb-"
+        token = f"{prefix}{workspace.team_id}-{number}-{secrets.token_hex(12)}"
+        workspace.tokens.append(token)
+        self._token_owners[token] = workspace
+        answer: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "bot",
+            "scope": workspace.scopes,
+            "bot_user_id": workspace.bot_user_id,
+            "app_id": self.app_id,
+            "team": {"id": workspace.team_id, "name": workspace.name},
+            "enterprise": (
+                {"id": workspace.enterprise_id, "name": f"Org {workspace.enterprise_id}"}
+                if workspace.enterprise_id
+                else None
+            ),
+            "is_enterprise_install": False,
+        }
+        if workspace.rotation:
+            workspace.refresh_token = f"xoxe-1-{workspace.team_id}-{secrets.token_hex(16)}"
+            workspace.expires_at[token] = time.time() + expires_in
+            answer["refresh_token"] = workspace.refresh_token
+            answer["expires_in"] = expires_in
+        self._notify()
+        return answer
+
     def _bot_message(self, channel: str, p: dict[str, Any], ts: str) -> dict[str, Any]:
+        team_id, bot_user_id, bot_id = self._me
         message: dict[str, Any] = {
             "type": "message",
             "channel": channel,
             "ts": ts,
             "text": p.get("text") or "",
-            "user": self.bot_user_id,
-            "bot_id": self.bot_id,
+            "user": bot_user_id,
+            "bot_id": bot_id,
             "app_id": self.app_id,
-            "team": self.team_id,
+            "team": team_id,
         }
         for key in ("blocks", "attachments", "metadata"):
             if p.get(key) is not None:
@@ -499,7 +717,8 @@ class FakeSlack:
         current = self.messages.get((channel, ts))
         if current is None:
             raise _SlackError("message_not_found")
-        if current.get("bot_id") != self.bot_id:
+        _, bot_user_id, bot_id = self._me
+        if current.get("bot_id") != bot_id:
             raise _SlackError("cant_update_message")
         updated = dict(current)
         if "text" in p:
@@ -507,7 +726,7 @@ class FakeSlack:
         for key in ("blocks", "attachments", "metadata"):
             if p.get(key) is not None:
                 updated[key] = _json_param(p[key], key)
-        updated["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        updated["edited"] = {"user": bot_user_id, "ts": self._next_ts()}
         self.messages[(channel, ts)] = updated
         return {"channel": channel, "ts": ts, "text": updated["text"], "message": _public(updated)}
 
@@ -517,7 +736,7 @@ class FakeSlack:
         current = self.messages.get((channel, ts))
         if current is None:
             raise _SlackError("message_not_found")
-        if current.get("bot_id") != self.bot_id:
+        if current.get("bot_id") != self._me[2]:
             raise _SlackError("cant_delete_message")
         self.deleted_messages.append(self.messages.pop((channel, ts)))
         return {"channel": channel, "ts": ts}
@@ -610,7 +829,7 @@ class FakeSlack:
                 name=upload.filename,
                 title=title,
                 mimetype=_guess_mimetype(upload.filename, upload.data),
-                user=self.bot_user_id,
+                user=self._me[1],
             )
             if channel and message_ts:
                 share = {"ts": message_ts, **({"thread_ts": thread_ts} if thread_ts else {})}
@@ -692,10 +911,18 @@ class FakeSlack:
         hosted = self._files.get(file_id)
         if hosted is None:
             return web.Response(status=404, text="Not Found")
-        authorized = _bearer(request.headers.get("Authorization")) == self.bot_token
+        token = _bearer(request.headers.get("Authorization"))
+        owner = self._token_owners.get(token or "")
+        authorized = token == self.bot_token or (
+            owner is not None and self._token_problem(owner, token or "") is None
+        )
         self.downloads.append(
             SlackDownload(
-                file_id=file_id, url=str(request.url), authorized=authorized, time=time.monotonic()
+                file_id=file_id,
+                url=str(request.url),
+                authorized=authorized,
+                time=time.monotonic(),
+                token=token,
             )
         )
         self._notify()
@@ -955,11 +1182,14 @@ class FakeSlack:
         trigger_id: str | None = None,
         user_name: str | None = None,
         channel_name: str = "general",
+        team_id: str | None = None,
     ) -> dict[str, str]:
-        """A slash command's fields, as Slack sends them (form fields, or a Socket Mode payload)."""
+        """A slash command's fields, as Slack sends them (form fields, or a Socket Mode payload);
+        `team_id` makes it come from another workspace than the default one."""
+        team = team_id or self.team_id
         return {
             "token": "verification-token",
-            "team_id": self.team_id,
+            "team_id": team,
             "team_domain": TEAM_DOMAIN,
             "channel_id": channel_id,
             "channel_name": channel_name,
@@ -970,7 +1200,7 @@ class FakeSlack:
             "api_app_id": self.app_id,
             "is_enterprise_install": "false",
             "response_url": response_url
-            or self._new_response_url(channel=channel_id, user=user_id),
+            or self._new_response_url(channel=channel_id, user=user_id, team_id=team),
             "trigger_id": trigger_id or self._new_trigger_id(),
         }
 
@@ -980,15 +1210,20 @@ class FakeSlack:
         return urlencode(payload).encode(), "application/x-www-form-urlencoded"
 
     def event_payload(
-        self, event: dict[str, Any], *, event_id: str | None = None
+        self, event: dict[str, Any], *, event_id: str | None = None, team_id: str | None = None
     ) -> dict[str, Any]:
-        """The event_callback envelope Slack wraps around an event."""
+        """The event_callback envelope Slack wraps around an event (from `team_id`'s
+        workspace, the default one's unless given)."""
         event_ts = event.get("event_ts") or event.get("ts") or f"{time.time():.6f}"
+        team = team_id or self.team_id
+        workspace = self.workspaces.get(team)
+        bot_user_id = workspace.bot_user_id if workspace else self.bot_user_id
+        enterprise_id = workspace.enterprise_id if workspace else None
         return {
             "token": "verification-token",
-            "team_id": self.team_id,
-            "context_team_id": self.team_id,
-            "context_enterprise_id": None,
+            "team_id": team,
+            "context_team_id": team,
+            "context_enterprise_id": enterprise_id,
             "api_app_id": self.app_id,
             "event": event,
             "type": "event_callback",
@@ -996,9 +1231,9 @@ class FakeSlack:
             "event_time": int(float(event_ts)),
             "authorizations": [
                 {
-                    "enterprise_id": None,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user_id,
+                    "enterprise_id": enterprise_id,
+                    "team_id": team,
+                    "user_id": bot_user_id,
                     "is_bot": True,
                     "is_enterprise_install": False,
                 }
@@ -1008,9 +1243,29 @@ class FakeSlack:
         }
 
     def event_body(
-        self, event: dict[str, Any], *, event_id: str | None = None
+        self, event: dict[str, Any], *, event_id: str | None = None, team_id: str | None = None
     ) -> tuple[bytes, str]:
-        return json.dumps(self.event_payload(event, event_id=event_id)).encode(), "application/json"
+        payload = self.event_payload(event, event_id=event_id, team_id=team_id)
+        return json.dumps(payload).encode(), "application/json"
+
+    def app_uninstalled_body(self, team_id: str) -> tuple[bytes, str]:
+        """What Slack sends once a workspace removed the app (its tokens are revoked)."""
+        event = {"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"}
+        payload = self.event_payload(event, team_id=team_id)
+        payload.pop("authorizations")  # nothing is authorized any more
+        return json.dumps(payload).encode(), "application/json"
+
+    def tokens_revoked_body(self, team_id: str) -> tuple[bytes, str]:
+        """What Slack sends when a workspace's bot token was revoked."""
+        workspace = self.workspaces[team_id]
+        event = {
+            "type": "tokens_revoked",
+            "tokens": {"oauth": [], "bot": [workspace.bot_user_id]},
+            "event_ts": f"{time.time():.6f}",
+        }
+        payload = self.event_payload(event, team_id=team_id)
+        payload.pop("authorizations")
+        return json.dumps(payload).encode(), "application/json"
 
     def block_action_payload(
         self,
@@ -1126,16 +1381,21 @@ class FakeSlack:
         thread_ts: str | None = None,
         files: list[dict[str, Any]] | None = None,
         ts: str | None = None,
+        team_id: str | None = None,
     ) -> dict[str, Any]:
-        """An app_mention event, text led by the bot's mention; the message is recorded."""
+        """An app_mention event, text led by the bot's mention (the bot of `team_id`'s
+        workspace, when given); the message is recorded."""
+        workspace = self.workspaces.get(team_id or "")
+        bot_user_id = workspace.bot_user_id if workspace else self.bot_user_id
         return self._user_event(
             "app_mention",
-            f"<@{self.bot_user_id}> {text}",
+            f"<@{bot_user_id}> {text}",
             user=user,
             channel=channel,
             thread_ts=thread_ts,
             files=files,
             ts=ts,
+            team_id=team_id,
         )
 
     def message_event(
@@ -1150,10 +1410,18 @@ class FakeSlack:
         channel_type: str = "channel",
         bot_id: str | None = None,
         ts: str | None = None,
+        team_id: str | None = None,
     ) -> dict[str, Any]:
         """A message event (subtype file_share when files are given); the message is recorded."""
         event = self._user_event(
-            "message", text, user=user, channel=channel, thread_ts=thread_ts, files=files, ts=ts
+            "message",
+            text,
+            user=user,
+            channel=channel,
+            thread_ts=thread_ts,
+            files=files,
+            ts=ts,
+            team_id=team_id,
         )
         event["channel_type"] = channel_type
         subtype = subtype or ("file_share" if files else None)
@@ -1173,6 +1441,7 @@ class FakeSlack:
         thread_ts: str | None,
         files: list[dict[str, Any]] | None,
         ts: str | None,
+        team_id: str | None = None,
     ) -> dict[str, Any]:
         ts = ts or self._next_ts()
         event: dict[str, Any] = {
@@ -1180,7 +1449,7 @@ class FakeSlack:
             "text": text,
             "ts": ts,
             "channel": channel,
-            "team": self.team_id,
+            "team": team_id or self.team_id,
             "event_ts": ts,
             "client_msg_id": str(uuid.uuid4()),
             "blocks": [

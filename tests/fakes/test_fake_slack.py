@@ -316,3 +316,49 @@ async def test_signed_slash_command_is_accepted_and_a_bad_signature_gets_401(
     await fake.wait_until(lambda: fake.response_url_posts, what="the reply via response_url")
     assert fake.response_url_posts[0]["body"]["text"] == "queued a fox"
     assert fake.ephemerals[0]["user"] == "U1"
+
+
+async def test_oauth_v2_access_exchanges_a_code_and_rotates_tokens_like_slack(
+    fake: FakeSlack,
+) -> None:
+    workspace = fake.add_workspace("T7", name="Acme", rotation=True, expires_in=3600)
+    anonymous = AsyncWebClient(base_url=fake.api_url)
+    creds = {"client_id": fake.client_id, "client_secret": fake.client_secret}
+    code = fake.grant_code("T7", scopes="commands,chat:write")
+
+    installed = await anonymous.oauth_v2_access(code=code, **creds)
+    assert installed["token_type"] == "bot"
+    assert installed["team"] == {"id": "T7", "name": "Acme"}
+    assert installed["scope"] == "commands,chat:write"
+    assert installed["bot_user_id"] == workspace.bot_user_id != fake.bot_user_id
+    assert installed["expires_in"] == 3600
+    first, refresh = installed["access_token"], installed["refresh_token"]
+    # a workspace's token is answered as that workspace, with the scopes it was granted
+    me = await AsyncWebClient(token=first, base_url=fake.api_url).auth_test()
+    assert (me["team_id"], me["user_id"], me["bot_id"]) == ("T7", "U0BOT7", "B0BOT7")
+    assert me.headers["X-OAuth-Scopes"] == "commands,chat:write"
+    with pytest.raises(SlackApiError) as caught:  # a code is good once
+        await anonymous.oauth_v2_access(code=code, **creds)
+    assert caught.value.response["error"] == "invalid_code"
+    with pytest.raises(SlackApiError) as caught:
+        await anonymous.oauth_v2_access(code="x", client_id=fake.client_id, client_secret="no")
+    assert caught.value.response["error"] == "bad_client_secret"
+
+    renewed = await anonymous.oauth_v2_access(
+        grant_type="refresh_token", refresh_token=refresh, **creds
+    )
+    assert renewed["expires_in"] == 43_200 and renewed["access_token"] != first
+    with pytest.raises(SlackApiError) as caught:  # a refresh token is spent once used
+        await anonymous.oauth_v2_access(grant_type="refresh_token", refresh_token=refresh, **creds)
+    assert caught.value.response["error"] == "invalid_refresh_token"
+    assert fake.workspace_of(renewed["access_token"]) == "T7"
+
+    # an expired token is refused; so is every token once the app is uninstalled
+    workspace.expires_at[first] = time.time() - 1
+    with pytest.raises(SlackApiError) as caught:
+        await AsyncWebClient(token=first, base_url=fake.api_url).auth_test()
+    assert caught.value.response["error"] == "token_expired"
+    fake.uninstall("T7")
+    with pytest.raises(SlackApiError) as caught:
+        await AsyncWebClient(token=renewed["access_token"], base_url=fake.api_url).auth_test()
+    assert caught.value.response["error"] == "token_revoked"
