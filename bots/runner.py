@@ -13,6 +13,7 @@ from typing import Protocol
 import aiohttp
 import httpx
 
+from bots.web import WebServer
 from core import metrics
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import configure_logging, open_service
@@ -25,16 +26,22 @@ class PlatformApp(Protocol):
         ...
 
 
-def create_app(platform: str, settings: Settings, service: Service) -> PlatformApp:
-    """bots.<platform>.create_app(settings, service); it registers itself with the service."""
+def create_app(
+    platform: str, settings: Settings, service: Service, web_server: WebServer | None = None
+) -> PlatformApp:
+    """bots.<platform>.create_app(settings, service); it registers itself with the service.
+    Adapters given the same `web_server` share its port."""
     module = importlib.import_module(f"bots.{platform}")
-    app: PlatformApp = module.create_app(settings, service)
+    app: PlatformApp = module.create_app(settings, service, web_server=web_server)
     return app
 
 
 async def run_platforms(settings: Settings, platforms: Sequence[str]) -> None:
     async with open_service(settings) as service:
-        apps = [create_app(platform, settings, service) for platform in platforms]
+        # one port for every adapter that serves HTTP (Slack's HTTP mode, Discord's
+        # interactions over HTTP); an adapter that serves none leaves it unused
+        shared = WebServer("0.0.0.0", settings.port, service.health)
+        apps = [create_app(platform, settings, service, shared) for platform in platforms]
         await service.start()
         # Slack's HTTP mode serves /metrics on PORT already; other modes need their own port
         exporter = (

@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import discord
 import yarl
-from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -20,9 +19,10 @@ from bots.discord.commands import Tree, add_commands
 from bots.discord.conversations import Conversations
 from bots.discord.delivery import NO_PING, DiscordDelivery
 from bots.discord.events import PLATFORM, RecentIds
-from bots.discord.http_interactions import Verifier, web_app
+from bots.discord.http_interactions import Verifier, add_routes
 from bots.discord.intake import Held
 from bots.discord.interactions import Interactions
+from bots.web import WebServer
 from core.config import ConfigError, Settings
 from core.intake import Intake
 from core.service import Service
@@ -221,7 +221,13 @@ class DiscordApp:
     """
 
     def __init__(
-        self, settings: Settings, service: Service, *, host: str = "0.0.0.0", **client_options: Any
+        self,
+        settings: Settings,
+        service: Service,
+        *,
+        host: str = "0.0.0.0",
+        web_server: WebServer | None = None,
+        **client_options: Any,
     ) -> None:
         settings.require("DISCORD_BOT_TOKEN")
         if not settings.discord_gateway:
@@ -233,7 +239,10 @@ class DiscordApp:
                 ) from None
         self.host = host
         self.port: int | None = None  # the bound port, once serving HTTP interactions
-        self._web: web.AppRunner | None = None
+        self.web: WebServer | None = None
+        if settings.discord_public_key is not None:
+            self.web = web_server or WebServer(host, settings.port, service.health)
+            self.web.expect()
         access = AccessLists.from_settings(settings)
         point_at(settings)
         self.settings = settings
@@ -304,32 +313,34 @@ class DiscordApp:
                 ) from None
             raise
         finally:
-            if self._web is not None:
-                await self._web.cleanup()
+            if self.web is not None:
+                await self.web.close()
             await self.intake.stop()
             await self.client.close()
             await self.http.aclose()
 
     async def _serve_http(self, public_key: str) -> None:
         """Answer interactions POSTed to PORT (after login: buttons are registered then)."""
-        app = web_app(self.client, Verifier(public_key), self.service.health)
-        self._web = web.AppRunner(app, access_log=None)
-        await self._web.setup()
-        # a burst of interactions opens as many connections at once: the default backlog
-        # of 128 would drop some of them
-        site = web.TCPSite(self._web, self.host, self.settings.port, backlog=1024)
-        await site.start()
-        self.port = int(self._web.addresses[0][1])
+        assert self.web is not None
+        add_routes(self.web.app, self.client, Verifier(public_key))
+        self.port = await self.web.serve()
         log.info("Discord: interactions over HTTP on port %s at /discord/interactions", self.port)
 
     async def wait_until_ready(self) -> None:
         await self.client.connected.wait()
 
 
-def create_app(settings: Settings, service: Service, **client_options: Any) -> DiscordApp:
+def create_app(
+    settings: Settings,
+    service: Service,
+    *,
+    web_server: WebServer | None = None,
+    **client_options: Any,
+) -> DiscordApp:
     """The Discord adapter, registered with `service` (call before `service.start()`).
 
+    `web_server`: the process's HTTP server, when another adapter serves on PORT as well.
     `client_options` go to discord.Client, or to discord.AutoShardedClient when
     DISCORD_SHARD_COUNT is set (tests pass a short `guild_ready_timeout`).
     """
-    return DiscordApp(settings, service, **client_options)
+    return DiscordApp(settings, service, web_server=web_server, **client_options)

@@ -25,9 +25,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
-from core import metrics
-from core.metrics import Health
-
 log = logging.getLogger(__name__)
 
 PATH = "/discord/interactions"
@@ -218,9 +215,6 @@ class InteractionsEndpoint:
         return response
 
 
-def web_app(client: discord.Client, verifier: Verifier, health: Health) -> web.Application:
-    """The routes served on PORT: interactions, /healthz and /metrics."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+def add_routes(app: web.Application, client: discord.Client, verifier: Verifier) -> None:
+    """POST /discord/interactions on the process's HTTP server."""
     app.router.add_post(PATH, InteractionsEndpoint(client, verifier).handle)
-    metrics.add_routes(app, health)
-    return app

@@ -42,7 +42,7 @@ from bots.slack.workspaces import (
     WorkspaceAuthorize,
     Workspaces,
 )
-from core import metrics
+from bots.web import WebServer
 from core.config import ConfigError, Settings
 from core.intake import Intake
 from core.service import Service
@@ -53,21 +53,35 @@ EVENTS_PATH = "/slack/events"
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
 
 
-def create_app(settings: Settings, service: Service, *, host: str = "0.0.0.0") -> SlackApp:
+def create_app(
+    settings: Settings,
+    service: Service,
+    *,
+    host: str = "0.0.0.0",
+    web_server: WebServer | None = None,
+) -> SlackApp:
     """The Slack adapter, registered with `service`; `serve()` runs it until cancelled.
 
     With SLACK_APP_TOKEN it connects over Socket Mode; otherwise it serves HTTP on
     `host`:PORT (POST /slack/events for everything Slack sends, GET /healthz). With
     SLACK_CLIENT_ID it serves every workspace that installs it through GET /slack/install,
-    each with its own token.
+    each with its own token. `web_server`: the process's HTTP server, when another adapter
+    serves on PORT as well.
     """
-    return SlackApp(settings, service, host=host)
+    return SlackApp(settings, service, host=host, web_server=web_server)
 
 
 class SlackApp:
     """Bolt wired to the handlers; `port` and `wait_ready()` tell when Slack can reach it."""
 
-    def __init__(self, settings: Settings, service: Service, *, host: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: Service,
+        *,
+        host: str,
+        web_server: WebServer | None = None,
+    ) -> None:
         # many workspaces (OAuth) or one (SLACK_BOT_TOKEN)
         self.many = settings.slack_client_id is not None
         self.socket_mode = settings.slack_app_token is not None
@@ -84,6 +98,10 @@ class SlackApp:
         self.host = host
         self.health = service.health
         self.port: int | None = None  # the bound port in HTTP mode, once serving
+        self.web: WebServer | None = None
+        if not self.socket_mode:
+            self.web = web_server or WebServer(host, settings.port, service.health)
+            self.web.expect()
         retry_handlers: list[AsyncRetryHandler] = [
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -247,25 +265,18 @@ class SlackApp:
             await handler.close_async()
 
     async def _serve_http(self) -> None:
-        web_app = web.Application()
-        web_app.router.add_post(EVENTS_PATH, self._events)
+        assert self.web is not None
+        self.web.app.router.add_post(EVENTS_PATH, self._events)
         if self.bolt.oauth_flow is not None:
             # GET /slack/install and /slack/oauth_redirect
-            oauth.add_routes(web_app, self.bolt.oauth_flow)
-        # GET /healthz and /metrics beside the events
-        metrics.add_routes(web_app, self.health)
-        runner = web.AppRunner(web_app, access_log=None)
-        await runner.setup()
+            oauth.add_routes(self.web.app, self.bolt.oauth_flow)
         try:
-            # a burst of Slack requests must not overflow the kernel's default accept queue
-            site = web.TCPSite(runner, self.host, self.settings.port, backlog=1024)
-            await site.start()
-            self.port = int(runner.addresses[0][1])
+            self.port = await self.web.serve()
             log.info("Slack: listening on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
             self._ready.set()
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            await self.web.close()
 
     async def _resume(self, payload: dict[str, Any]) -> None:
         """A request a dead process held: its work again (a message is told it resumed)."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import httpx
 
+from bots.runner import run_platforms
 from tests.bots.test_cli import REPO, _env
+from tests.bots.test_discord_harness import bot_settings, discord_server
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.slack import FakeSlack
 
@@ -95,3 +98,53 @@ async def test_a_platform_that_cannot_be_reached_at_start_up_is_one_line(
     assert "Traceback" not in err.decode()
     assert lines[-1].startswith("imagebot: could not reach the platform (")
     assert f"127.0.0.1:{closed}" in lines[-1]
+
+
+async def test_slack_and_discord_over_http_in_one_process_share_one_port(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    port = _free_port()
+    secret = "signing-secret-for-tests"
+    async with FakeSlack() as slack, discord_server() as discord:
+        settings = bot_settings(
+            tmp_path,
+            fake_gemini,
+            discord,
+            SLACK_BOT_TOKEN=slack.bot_token,
+            SLACK_SIGNING_SECRET=secret,
+            SLACK_API_URL=slack.api_url,
+            DISCORD_PUBLIC_KEY=discord.public_key,
+            PORT=str(port),
+        )
+        running = asyncio.create_task(run_platforms(settings, ["slack", "discord"]))
+        root = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=root) as client:
+                deadline = asyncio.get_running_loop().time() + 20
+                while (health := await _status(client, "/healthz")) != 200:
+                    assert not running.done(), running
+                    assert asyncio.get_running_loop().time() < deadline, "never listened"
+                    await asyncio.sleep(0.05)
+                pong = await discord.post_interaction(
+                    discord.interaction_ping(), url=f"{root}/discord/interactions"
+                )
+                challenge = json.dumps(
+                    {"type": "url_verification", "challenge": "c1", "token": "t"}
+                ).encode()
+                slack_status, slack_body, _ = await slack.post_to_app(
+                    f"{root}/slack/events", challenge, "application/json", signing_secret=secret
+                )
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    assert health == 200
+    assert (pong.status, pong.body) == (200, {"type": 1})
+    assert slack_status == 200 and b"c1" in slack_body
+
+
+async def _status(client: httpx.AsyncClient, path: str) -> int:
+    try:
+        return (await client.get(path)).status_code
+    except httpx.ConnectError:
+        return 0
