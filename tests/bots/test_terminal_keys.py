@@ -61,8 +61,22 @@ def _chat_on_a_terminal(
         os.close(main)
 
 
-async def _exit_code(process: subprocess.Popen[bytes]) -> int:
-    return await asyncio.wait_for(asyncio.to_thread(process.wait), EXIT_SECONDS)
+async def _exit_code(process: subprocess.Popen[bytes], fd: int, seen: bytearray) -> int:
+    """The exit code, while the terminal is read as a terminal would be: a process that
+    writes to a full terminal nobody reads waits forever."""
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):  # EIO once the process is gone
+            while chunk := os.read(fd, 4096):
+                seen.extend(chunk)
+
+    draining = asyncio.get_running_loop().run_in_executor(None, drain)
+    try:
+        code = await asyncio.wait_for(asyncio.to_thread(process.wait), EXIT_SECONDS)
+    except TimeoutError:
+        raise AssertionError(f"still running after {EXIT_SECONDS} s; it showed {seen!r}") from None
+    await asyncio.wait_for(draining, EXIT_SECONDS)
+    return code
 
 
 async def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
@@ -71,7 +85,7 @@ async def test_ctrl_c_at_the_idle_prompt_leaves_at_once(
     with _chat_on_a_terminal(tmp_path, fake_gemini) as (process, main, seen):
         await _read_until(main, b"you> ", seen)
         process.send_signal(signal.SIGINT)
-        code = await _exit_code(process)
+        code = await _exit_code(process, main, seen)
 
     assert code == 130
     assert b"Traceback" not in seen
@@ -83,7 +97,7 @@ async def test_ctrl_d_at_the_idle_prompt_ends_the_line(
     with _chat_on_a_terminal(tmp_path, fake_gemini) as (process, main, seen):
         await _read_until(main, b"you> ", seen)
         os.write(main, b"\x04")  # Ctrl-D: end of input on a terminal
-        code = await _exit_code(process)
+        code = await _exit_code(process, main, seen)
 
     assert code == 0
     after_prompt = bytes(seen).rsplit(b"you> ", 1)[1]
