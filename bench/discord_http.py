@@ -104,6 +104,32 @@ class _Bursts:
                 acks.append(seconds)
         return acks, len(payloads) - len(acks)
 
+    async def rounds(
+        self,
+        name: str,
+        port: int,
+        pid: int,
+        count: int,
+        rounds: int,
+        progress: Callable[[str], None],
+        *,
+        settle: float | None = None,
+    ) -> HttpAcks:
+        """`rounds` bursts of `count`, each once process `pid` is idle (and, with `settle`,
+        its images delivered within that many seconds)."""
+        acks: list[float] = []
+        failed = 0
+        for r in range(rounds):
+            progress(f"discord http ack: {name}, {count} in flight, round {r + 1} of {rounds}")
+            payloads = self.payloads(f"{name[0]}{r}x", count)
+            await _quiet(pid)
+            times, refused = await self.burst(port, payloads)
+            acks += times
+            failed += refused
+            if settle is not None:
+                await self.delivered(payloads, settle)
+        return HttpAcks(count, acks, failed)
+
     async def delivered(self, payloads: list[dict[str, Any]], within: float) -> None:
         """Until every interaction's response shows its image (or a failure)."""
         wanted = {p["id"] for p in payloads}
@@ -161,17 +187,10 @@ async def http_ack_rows(
         warm = bursts.payloads("warm", 1)
         await bursts.burst(port, warm)
         await bursts.delivered(warm, 60)
-        acks: list[float] = []
-        failed = 0
-        for r in range(rounds):
-            progress(f"discord http ack: bot, {count} in flight, round {r + 1} of {rounds}")
-            payloads = bursts.payloads(f"b{r}x", count)
-            await _quiet(bot.pid)
-            times, refused = await bursts.burst(port, payloads)
-            acks += times
-            failed += refused
-            await bursts.delivered(payloads, 120 + 3 * count * fakes.gemini.latency)
-        results["bot"] = HttpAcks(count, acks, failed)
+        settle = 120 + 3 * count * fakes.gemini.latency
+        results["bot"] = await bursts.rounds(
+            "bot", port, bot.pid, count, rounds, progress, settle=settle
+        )
     finally:
         code = await bot.stop()
         if code not in (0, None):
@@ -180,15 +199,9 @@ async def http_ack_rows(
     floor = await _start_floor(floor_port, fakes.discord.public_key, workdir)
     try:
         await _serving(floor_port, floor)
-        acks, failed = [], 0
-        for r in range(rounds):
-            progress(f"discord http ack: floor, {count} in flight, round {r + 1} of {rounds}")
-            payloads = bursts.payloads(f"f{r}x", count)
-            await _quiet(floor.pid)
-            times, refused = await bursts.burst(floor_port, payloads)
-            acks += times
-            failed += refused
-        results["floor"] = HttpAcks(count, acks, failed)
+        results["floor"] = await bursts.rounds(
+            "floor", floor_port, floor.pid, count, rounds, progress
+        )
     finally:
         if floor.returncode is None:
             floor.terminate()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from core.conversations import Turn
 from core.jobs import Job
-from core.store.database import Database
+from core.store.database import Database, Tx
 from core.store.images import ImageBytes
 from core.store.records import JOB_COLUMNS, job_of, turn_of
 
@@ -123,21 +123,29 @@ class ConversationStore:
         return removed
 
     async def _clear_conversation(self, conversation_id: int) -> int:
-        removed = 0
         async with self._db.transaction() as tx:
-            for sql in (
-                "DELETE FROM message_links WHERE turn_id IN "
-                "(SELECT id FROM turns WHERE conversation_id = ?)",
-                "DELETE FROM jobs WHERE conversation_id = ?",
-                "DELETE FROM turns WHERE conversation_id = ?",
-            ):
-                removed += await tx.execute(sql, conversation_id)
-            await tx.execute(
-                "UPDATE conversations SET cleared_at = ? WHERE id = ?",
-                self._clock(),
-                conversation_id,
-            )
-        return removed
+            return await clear_conversation(tx, conversation_id, cleared_at=self._clock())
+
+
+async def clear_conversation(tx: Tx, conversation_id: int, *, cleared_at: float | None) -> int:
+    """A conversation's turns, jobs and message links, in `tx`; returns the rows removed. The
+    conversation stays, marked cleared at `cleared_at` (a reply to it gets a sentence), or
+    goes as well when `cleared_at` is None (a workspace's data forgotten)."""
+    removed = 0
+    for sql in (
+        "DELETE FROM message_links WHERE turn_id IN "
+        "(SELECT id FROM turns WHERE conversation_id = ?)",
+        "DELETE FROM jobs WHERE conversation_id = ?",
+        "DELETE FROM turns WHERE conversation_id = ?",
+    ):
+        removed += await tx.execute(sql, conversation_id)
+    if cleared_at is None:
+        removed += await tx.execute("DELETE FROM conversations WHERE id = ?", conversation_id)
+    else:
+        await tx.execute(
+            "UPDATE conversations SET cleared_at = ? WHERE id = ?", cleared_at, conversation_id
+        )
+    return removed
 
 
 # a message shows a job: the newest link for a message wins

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.store.conversations import VACUUM_SLICE_BYTES
+from core.store.conversations import VACUUM_SLICE_BYTES, clear_conversation
 from core.store.database import Database
 
 
@@ -187,7 +187,8 @@ class InstallationStore:
                 "SELECT id FROM conversations WHERE platform = ? AND tenant = ?", platform, tenant
             )
             for conversation in conversations:
-                removed += await self._delete_conversation(conversation["id"])
+                async with self._db.transaction() as tx:
+                    removed += await clear_conversation(tx, conversation["id"], cleared_at=None)
             async with self._db.transaction() as tx:
                 for table in ("message_links", "jobs", "user_defaults"):
                     removed += await tx.execute(
@@ -200,19 +201,6 @@ class InstallationStore:
                 )
         if removed:
             await self._db.give_back_space(VACUUM_SLICE_BYTES)
-        return removed
-
-    async def _delete_conversation(self, conversation_id: int) -> int:
-        removed = 0
-        async with self._db.transaction() as tx:
-            for sql in (
-                "DELETE FROM message_links WHERE turn_id IN "
-                "(SELECT id FROM turns WHERE conversation_id = ?)",
-                "DELETE FROM jobs WHERE conversation_id = ?",
-                "DELETE FROM turns WHERE conversation_id = ?",
-                "DELETE FROM conversations WHERE id = ?",
-            ):
-                removed += await tx.execute(sql, conversation_id)
         return removed
 
     # OAuth states: a browser's install is tied to the state it started with
