@@ -136,6 +136,17 @@ async def test_buttons_the_edit_form_settings_and_usage_work_over_http(
         submit_answer = await fake.post_interaction(submit)
         edited = await bot.result_of(submit)
 
+        upscale = fake.interaction_component(f"imagebot:upscale:2K:{job}", result, user_id=USER)
+        upscale_answer = await fake.post_interaction(upscale)
+        upscaled = await bot.result_of(upscale)
+        delete = fake.interaction_component(custom_ids(upscaled)[-1], upscaled, user_id=USER)
+        delete_answer = await fake.post_interaction(delete)
+        await fake.wait_until(
+            lambda: any(m.id == upscaled.id for m in fake.deleted_messages),
+            10.0,
+            lambda: "the upscaled image deleted",
+        )
+
         settings = await fake.post_interaction(
             bot.slash_payload({"size": "2K"}, name="imagine-settings")
         )
@@ -151,8 +162,11 @@ async def test_buttons_the_edit_form_settings_and_usage_work_over_http(
     assert form.body["type"] == 9
     assert form.body["data"]["custom_id"] == f"imagebot:edit-form:{job}"
     assert submit_answer.body == {"type": 5}
+    assert upscale_answer.body == {"type": 5}
+    assert image_size(upscaled.attachments[0].data) == pixel_size(FLASH, "1:1", "2K")
+    assert delete_answer.body == {"type": 6}
     assert edited.attachments
-    assert "make it night" in json.dumps(fake_gemini.requests[-1].json)
+    assert "make it night" in json.dumps(fake_gemini.requests[2].json)  # the edit
     for private in (settings, usage):
         assert private.body["type"] == 5
         assert private.body["data"]["flags"] & FLAG_EPHEMERAL
