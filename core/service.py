@@ -813,6 +813,17 @@ class Service:
             result.api_calls,
             f" reason={result.error_detail!r}" if result.error_detail else "",
         )
+        if result.state == "succeeded" and await self._cancelled(job):
+            # made and paid for, but its requester cancelled it meanwhile: not shown, and
+            # not in the conversation (a reply continues from the image before)
+            result = replace(
+                result,
+                state="failed",
+                parts=(),
+                images=(),
+                error_message=wording.CANCELLED_RUNNING,
+                error_detail="cancelled while generating",
+            )
         try:
             finished = await self.store.finish(job.id, self.owner, result)
         except StoreError:
@@ -826,6 +837,32 @@ class Service:
         else:
             memory.release()
             self._active.discard(job.id)
+
+    async def _cancelled(self, job: Job) -> bool:
+        try:
+            return await self.store.was_cancelled(job.id)
+        except StoreError:
+            return False  # the result is shown: a Cancel that cannot be read cannot count
+
+    async def cancel(self, platform: str, tenant: str, job_id: str, user_id: str) -> str:
+        """The requester stops a job: a queued one is never sent, a running one is not shown
+        (its API call still counts). Returns the sentence to tell them; a UserFacingError
+        when it is not theirs or has ended."""
+        job = await self.job_for(platform, tenant, job_id)
+        if job.user_id != user_id:
+            raise UserFacingError(wording.ONLY_REQUESTER_CANCELS)
+        state, ended = await self.store.cancel_job(job.id, wording.CANCELLED_QUEUED)
+        if ended is not None:
+            log.info("cancelled by its requester while queued", extra={"job_id": job.id})
+            self._deliver_later(ended)
+            return "Cancelled: it was never sent to the model."
+        if state == "running":
+            log.info("cancelled by its requester while generating", extra={"job_id": job.id})
+            return (
+                "Cancelled: the image will not be shown. The model was already working on it, "
+                "so it still counts toward usage."
+            )
+        raise UserFacingError("This image has already finished, so there is nothing to cancel.")
 
     async def _tick(self, job: Job, started: float) -> None:
         adapter = self._adapters.get(job.platform)

@@ -6,6 +6,9 @@ INTERNAL = "Something went wrong on my side; it has been logged. Please try agai
 GONE = "I cannot find that image any more; start a new request with /imagine."
 UPSCALE_PROMPT = "Recreate this exact image at a higher resolution; change nothing else."
 RESUMED = "I was restarted while reading your message; working on it again now."
+CANCELLED_QUEUED = "Cancelled before it was sent to the model."
+CANCELLED_RUNNING = "Cancelled while it was being made; the image is not shown."
+ONLY_REQUESTER_CANCELS = "Only whoever asked for this image can cancel it."
 
 
 def other_tenant(noun: str) -> str:

@@ -428,6 +428,35 @@ class JobStore:
             )
         return job_of(row) if row else None
 
+    async def cancel_job(self, job_id: str, message: str) -> tuple[str, Job | None]:
+        """The requester's Cancel. A queued job ends failed with `message` at once, so it
+        is never sent; a running one is marked, and its result is not shown when it comes.
+        Returns the state the job was in and, for a queued one, the job as it ended."""
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE jobs SET state = 'failed', error_message = ?, "
+                "error_detail = 'cancelled while queued', finished_at = ?, cancelled_at = ? "
+                f"WHERE id = ? AND state = 'queued' RETURNING {JOB_COLUMNS}",
+                message,
+                now,
+                now,
+                job_id,
+            )
+            if row is not None:
+                return "queued", job_of(row)
+            marked = await tx.fetchrow(
+                "UPDATE jobs SET cancelled_at = COALESCE(cancelled_at, ?) "
+                "WHERE id = ? AND state = 'running' RETURNING id",
+                now,
+                job_id,
+            )
+        return ("running" if marked else "finished"), None
+
+    async def was_cancelled(self, job_id: str) -> bool:
+        row = await self._db.fetchrow("SELECT cancelled_at FROM jobs WHERE id = ?", job_id)
+        return row is not None and row["cancelled_at"] is not None
+
     # leases: which process advances which job
 
     async def release(

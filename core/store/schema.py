@@ -159,6 +159,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, tenant)
     );
     """,
+    # the requester's Cancel: a running job marked so that its result is not shown
+    """
+    ALTER TABLE jobs ADD COLUMN cancelled_at REAL;
+    """,
 )
 
 _POSTGRES_TYPES = (
