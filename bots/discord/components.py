@@ -25,6 +25,8 @@ class ButtonHandlers(Protocol):
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
 
 def _handlers(interaction: discord.Interaction) -> ButtonHandlers:
     handlers: ButtonHandlers = interaction.client.handlers  # type: ignore[attr-defined]
@@ -125,7 +127,38 @@ class DeleteButton(discord.ui.DynamicItem[Button], template=rf"imagebot:delete:{
         await _handlers(interaction).delete(interaction, self.job_id)
 
 
-DYNAMIC_ITEMS = (RerollButton, UpscaleButton, EditButton, DeleteButton)
+class CancelButton(discord.ui.DynamicItem[Button], template=rf"imagebot:cancel:{_JOB}"):
+    """Under a queued or generating job: its requester stops it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel",
+                emoji="✖️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"imagebot:cancel:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> CancelButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).cancel(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS = (RerollButton, UpscaleButton, EditButton, DeleteButton, CancelButton)
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    """Under a job that is queued or generating: Cancel."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
 
 
 def result_view(job_id: str, upscale_sizes: Sequence[str]) -> discord.ui.View:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import discord
 import httpx
 
-from bots.discord import files, messages
+from bots.discord import components, files, messages
 from bots.discord.access import AccessLists, is_allowed
 from bots.discord.delivery import NO_PING
 from bots.discord.events import PLATFORM, RecentIds, message_key, place_of, tenant_of
@@ -266,7 +266,7 @@ class Conversations:
 
         async def announce(job: Job, position: int) -> dict[str, Any]:
             return await self._announce(
-                message, target, request.text, position, new_thread=held.new_thread
+                message, target, request.text, position, job.id, new_thread=held.new_thread
             )
 
         await self.service.submit(held.with_files(fetched), announce=announce)
@@ -277,11 +277,13 @@ class Conversations:
         target: Target,
         text: str,
         position: int,
+        job_id: str,
         *,
         new_thread: bool,
     ) -> dict[str, Any]:
         """Post the "queued" reply that becomes the result; where it went is the job's target."""
         shown = messages.queued(position)
+        cancel = components.progress_view(job_id)
         try:
             if new_thread:
                 try:
@@ -292,12 +294,14 @@ class Conversations:
                     # ValueError: a message known by id only, in a server not in the cache
                     log.warning("could not open a thread on message %s: %s", message.id, exc)
                 else:
-                    sent = await thread.send(shown, allowed_mentions=NO_PING)
+                    sent = await thread.send(shown, view=cancel, allowed_mentions=NO_PING)
                     # in its own thread the result needs no reply arrow
                     return replace(
                         target, channel_id=thread.id, reply_to=None, message_id=sent.id
                     ).to_dict()
-            sent = await message.reply(shown, mention_author=False, allowed_mentions=NO_PING)
+            sent = await message.reply(
+                shown, view=cancel, mention_author=False, allowed_mentions=NO_PING
+            )
         except discord.HTTPException as exc:
             raise UserFacingError(
                 "I could not post in this channel.", detail=f"announce failed: {exc}"

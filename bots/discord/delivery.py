@@ -168,7 +168,10 @@ class DiscordDelivery:
         else:
             text = messages.queued(update.position)
         # an edit on its way must land before the result's edit, never after it
-        task = asyncio.ensure_future(self.show_text(Target.from_dict(job.target), text))
+        target = Target.from_dict(job.target)
+        task = asyncio.ensure_future(
+            self.show_text(target, text, view=components.progress_view(job.id))
+        )
         self._progress[job.id] = task
         task.add_done_callback(lambda done: self._forget_progress(job.id, done))
         await asyncio.shield(task)
@@ -189,17 +192,17 @@ class DiscordDelivery:
 
     # showing things
 
-    async def show_text(self, target: Target, text: str) -> None:
-        """Replace the text of the job's message (queued, generating); no fallback."""
+    async def show_text(
+        self, target: Target, text: str, *, view: discord.ui.View | None = None
+    ) -> None:
+        """Replace the text of the job's message (queued, generating; with `view`, its
+        buttons, else none); no fallback."""
         await self._rest_ready()
+        fields: dict[str, Any] = {"content": text, "allowed_mentions": NO_PING, "view": view}
         if target.token_usable(time.time()):
-            await self._webhook(target).edit_message(
-                _original(target), content=text, allowed_mentions=NO_PING
-            )
+            await self._webhook(target).edit_message(_original(target), **fields)
         elif target.message_id is not None and target.bot_can_post:
-            await self._message(target, target.message_id).edit(
-                content=text, allowed_mentions=NO_PING
-            )
+            await self._message(target, target.message_id).edit(**fields)
 
     async def _render(self, job: Job, outcome: Outcome, target: Target) -> Rendered:
         if not outcome.ok:

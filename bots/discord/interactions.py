@@ -160,6 +160,24 @@ class Interactions:
             log.exception("deleting job=%s failed", job_id)
             await _say_failed(interaction)
 
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        if not await self._admit(interaction):
+            return
+        tenant = tenant_of(interaction.guild_id, interaction.user.id)
+        try:
+            said = await self.service.cancel(PLATFORM, tenant, job_id, str(interaction.user.id))
+        except UserFacingError as exc:
+            await _reply_privately(interaction, exc.message)
+            return
+        except Exception:
+            log.exception("cancelling job=%s failed", job_id)
+            await _say_failed(interaction)
+            return
+        try:
+            await interaction.response.send_message(said, ephemeral=True, allowed_mentions=NO_PING)
+        except discord.HTTPException as exc:
+            _log_late(interaction, exc)
+
     # /imagine-settings and /imagine-usage
 
     async def show_settings(
@@ -286,7 +304,9 @@ class Interactions:
     def _announce(self, target: Target) -> Announce:
         async def announce(job: Job, position: int) -> dict[str, Any] | None:
             try:
-                await self.delivery.show_text(target, messages.queued(position))
+                await self.delivery.show_text(
+                    target, messages.queued(position), view=components.progress_view(job.id)
+                )
             except Exception as exc:
                 # the job runs anyway; its delivery posts a new message if this one is gone
                 log.warning(

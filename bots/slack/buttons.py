@@ -1,4 +1,5 @@
-"""The buttons under a result: Re-roll, Upscale, Edit and Delete.
+"""The buttons under a result (Re-roll, Upscale, Edit and Delete) and under a job in
+progress (Cancel).
 
 A button carries only the job id; the job, its thread and its owner are read from the
 store, so buttons on messages from before a restart keep working.
@@ -94,6 +95,9 @@ class Buttons:
                 await self._tell(click, messages.only_owner_deletes(job.user_id))
                 return
             await ctx.delivery.delete(job)
+        elif action.action_id == messages.CANCEL:
+            said = await ctx.service.cancel(PLATFORM, job.tenant, job.id, user)
+            await self._tell(click, messages.escape(said))
         else:
             log.warning("ignored an unknown button %s", action.action_id)
 

@@ -26,6 +26,7 @@ REROLL = "imagebot.reroll"
 UPSCALE = "imagebot.upscale."  # + size
 EDIT = "imagebot.edit"
 DELETE = "imagebot.delete"
+CANCEL = "imagebot.cancel"
 
 
 class Message(TypedDict):
@@ -117,12 +118,18 @@ def _status(job: Job, catalog: Catalog, state: str, extra: list[Block] | None = 
 
 def queued(job: Job, catalog: Catalog, position: int) -> Message:
     where = f" (#{position})" if position > 0 else ""
-    return _status(job, catalog, f":hourglass_flowing_sand: Queued{where}")
+    return _status(job, catalog, f":hourglass_flowing_sand: Queued{where}", [_cancel(job.id)])
 
 
 def generating(job: Job, catalog: Catalog, seconds: float) -> Message:
     timer = f" {elapsed(seconds)}" if seconds >= 1 else ""
-    return _status(job, catalog, f":art: Generating…{timer}")
+    return _status(job, catalog, f":art: Generating…{timer}", [_cancel(job.id)])
+
+
+def _cancel(job_id: str) -> Block:
+    """Under a job that is queued or generating: its requester stops it."""
+    button = {"type": "button", "action_id": CANCEL, "text": _plain("Cancel"), "value": job_id}
+    return {"type": "actions", "block_id": "imagebot.progress", "elements": [button]}
 
 
 def done(

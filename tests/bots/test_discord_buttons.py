@@ -8,6 +8,7 @@ from pathlib import Path
 from tests.bots.test_discord_harness import (
     OTHER,
     USER,
+    answers,
     assert_every_interaction_answered_in_time,
     contents_of,
     custom_ids,
@@ -155,3 +156,36 @@ async def test_a_dropped_gateway_during_a_job_does_not_lose_its_delivery(
         result = await bot.reply_to(said)
 
     assert result.attachments and len(fake_gemini.requests) == 1
+
+
+async def test_cancel_under_a_queued_job_stops_it_before_it_is_sent(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 1.0
+    async with (
+        discord_server() as fake,
+        running_bot(tmp_path, fake_gemini, fake, IMAGEBOT_MAX_CONCURRENCY="1") as bot,
+    ):
+        first = await bot.slash({"prompt": "a long voyage"})
+        await fake_gemini.wait_for_requests(1)
+        second = await bot.slash({"prompt": "a short trip"})
+        queued = await fake.wait_for_message(
+            lambda m: answers(m, second) and any("cancel" in c for c in custom_ids(m))
+        )
+        shown = queued.content  # the message is edited in place from here on
+        cancel = _button(custom_ids(queued), "cancel")
+        refused = await bot.callback(await bot.click(queued, cancel, user=OTHER))
+        accepted = await bot.callback(await bot.click(queued, cancel, user=USER))
+        cancelled = await bot.result_of(second)
+        made = await bot.result_of(first)
+
+    assert shown == "⏳ Queued (#1)…"
+    assert refused.json["data"]["content"] == "⚠️ Only whoever asked for this image can cancel it."
+    assert accepted.json["type"] == 4 and accepted.json["data"]["flags"] & FLAG_EPHEMERAL
+    assert accepted.json["data"]["content"] == "Cancelled: it was never sent to the model."
+    assert cancelled.content == "⚠️ Cancelled before it was sent to the model."
+    assert not cancelled.attachments
+    assert [_button(custom_ids(cancelled), "reroll")]  # Try again
+    assert made.attachments
+    assert len(fake_gemini.requests) == 1
+    assert_every_interaction_answered_in_time(fake)

@@ -203,3 +203,29 @@ async def test_buttons_from_before_a_restart_still_work(
             await fake.wait_until(lambda: status not in fake.messages)
             [deleted] = await fake.wait_for_call("files.delete")
             assert deleted.params["file"] == fake.uploads[0].id
+
+
+async def test_cancel_on_a_generating_job_shows_no_image_and_only_the_requester_may(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.latency = 1.0
+    async with running(tmp_path, fake_gemini) as slack:
+        await slack.command("a slow sunrise")
+        status = await slack.status_posted()
+        await fake_gemini.wait_for_requests(1)
+
+        await slack.click("imagebot.cancel", status=status, user="U2")
+        refused = await slack.fake.wait_until(lambda: slack.fake.ephemerals)
+        await slack.click("imagebot.cancel", status=status, user="U1")
+        told = await slack.fake.wait_until(lambda: slack.fake.ephemerals[1:])
+        final = await slack.final(status)
+
+    assert refused[0]["user"] == "U2"
+    assert refused[0]["text"] == "Only whoever asked for this image can cancel it."
+    assert told[0]["user"] == "U1"
+    assert told[0]["text"].startswith("Cancelled: the image will not be shown.")
+    assert ":warning: Cancelled while it was being made; the image is not shown." in str(
+        final["blocks"]
+    )
+    assert slack.fake.uploads == []
+    assert len(fake_gemini.requests) == 1

@@ -73,7 +73,8 @@ def test_status_message_shows_who_asked_the_prompt_the_options_and_the_state() -
     assert queued["blocks"][1]["elements"][0]["text"] == "Gemini 3 Pro Image · 16:9 · 2K"
     assert queued["blocks"][2]["text"]["text"] == ":hourglass_flowing_sand: Queued (#3)"
     assert queued["text"].startswith("<@U1>: a &lt;!channel&gt; sign")
-    assert not _buttons(queued)
+    # only Cancel while it waits, carrying only the job id
+    assert [(b["action_id"], b["value"]) for b in _buttons(queued)] == [("imagebot.cancel", "job1")]
 
     assert messages.generating(_job(), CATALOG, 0.3)["blocks"][2]["text"]["text"] == (
         ":art: Generating…"
