@@ -130,6 +130,23 @@ class Request:
 
 
 @dataclass(frozen=True)
+class HistoryItem:
+    """One of a person's images: the job that made it, and the messages that show it."""
+
+    job: Job
+    message_keys: list[str]
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a person's images, newest first (`page` counts from 1)."""
+
+    items: list[HistoryItem]
+    page: int
+    more: bool
+
+
+@dataclass(frozen=True)
 class UsageReport:
     """What `usage` shows: this month for a user and their workspace, today, and the limits."""
 

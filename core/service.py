@@ -22,6 +22,8 @@ from core.errors import StoreError, Undeliverable, UserFacingError
 from core.gemini import GeminiClient, GeminiError, ImageRequest, ImageResult
 from core.jobs import (
     Adapter,
+    HistoryItem,
+    HistoryPage,
     Job,
     Outcome,
     Progress,
@@ -43,6 +45,7 @@ Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 # A job whose runs reached the image API this often is reported failed, not run again; a
 # job that keeps being interrupted before any call (a crash loop) stops after MAX_CLAIMS.
 MAX_PAID_RUNS = 3
+HISTORY_PAGE = 10  # images a page of /imagine history shows
 MAX_CLAIMS = 10
 RETENTION_EVERY_SECONDS = 3600.0
 MIN_DELIVERY_GRACE_SECONDS = 5.0
@@ -1077,6 +1080,18 @@ class Service:
     async def link_message(self, job: Job, message_key: str) -> None:
         """Make a platform message (a progress post) lead back to this job and its turn."""
         await self.store.link_message(job, message_key)
+
+    async def history(self, platform: str, tenant: str, user_id: str, page: int = 1) -> HistoryPage:
+        """A person's images in this workspace or server, newest first, HISTORY_PAGE a page,
+        each with the messages that show it (for links)."""
+        page = max(1, page)
+        jobs = await self.store.recent_images(
+            platform, tenant, user_id, limit=HISTORY_PAGE + 1, offset=(page - 1) * HISTORY_PAGE
+        )
+        items = [
+            HistoryItem(job, await self.store.message_keys(job.id)) for job in jobs[:HISTORY_PAGE]
+        ]
+        return HistoryPage(items, page, more=len(jobs) > HISTORY_PAGE)
 
     async def message_keys(self, job: Job) -> list[str]:
         """The platform messages linked to a job (for Delete)."""

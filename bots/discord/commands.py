@@ -1,4 +1,4 @@
-"""The slash commands: /imagine, /imagine-settings and /imagine-usage, with catalog choices."""
+"""The slash commands: /imagine, /imagine-settings, /imagine-usage and /imagine-history."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from core.catalog import SIZES, Catalog, Model
 log = logging.getLogger(__name__)
 
 CHOICES_MAX = 25  # Discord's limit per option
-COMMAND_NAMES = ("imagine", "imagine-settings", "imagine-usage")
+COMMAND_NAMES = ("imagine", "imagine-settings", "imagine-usage", "imagine-history")
 
 
 class CommandHandlers(Protocol):
@@ -37,6 +37,8 @@ class CommandHandlers(Protocol):
     ) -> None: ...
 
     async def show_usage(self, interaction: discord.Interaction) -> None: ...
+
+    async def show_history(self, interaction: discord.Interaction, page: int) -> None: ...
 
 
 def _handlers(interaction: discord.Interaction) -> CommandHandlers:
@@ -211,3 +213,13 @@ def add_commands(
     @installs
     async def imagine_usage(interaction: discord.Interaction) -> None:
         await _handlers(interaction).show_usage(interaction)
+
+    @tree.command(name="imagine-history", description="Your images, newest first, with links")
+    @where
+    @installs
+    @app_commands.describe(page="Which page (10 images a page)")
+    async def imagine_history(
+        interaction: discord.Interaction,
+        page: app_commands.Range[int, 1, 10_000] = 1,
+    ) -> None:
+        await _handlers(interaction).show_history(interaction, page)

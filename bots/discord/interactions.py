@@ -231,6 +231,20 @@ class Interactions:
             text = messages.failure(messages.INTERNAL)
         await _edit_original(interaction, text)
 
+    async def show_history(self, interaction: discord.Interaction, page: int) -> None:
+        if not await self._admit(interaction):
+            return
+        if not await _defer_privately(interaction):
+            return
+        tenant = tenant_of(interaction.guild_id, interaction.user.id)
+        try:
+            found = await self.service.history(PLATFORM, tenant, str(interaction.user.id), page)
+            text = messages.history_text(found, self.catalog)
+        except Exception:
+            log.exception("history for user %s failed", interaction.user.id)
+            text = messages.failure(messages.INTERNAL)
+        await _edit_original(interaction, text)
+
     # the shared steps
 
     async def _admit(self, interaction: discord.Interaction) -> bool:

@@ -10,7 +10,7 @@ import discord
 from core import wording
 from core.catalog import Catalog
 from core.images import extension_for, format_megabytes, printable_name
-from core.jobs import Job, Outcome, UsageReport
+from core.jobs import HistoryItem, HistoryPage, Job, Outcome, UsageReport
 from core.options import Options
 
 COLOUR = 0x5865F2
@@ -61,6 +61,39 @@ def generating(elapsed_seconds: float) -> str:
 
 def failure(reason: str) -> str:
     return clip(f"⚠️ {no_ping(reason)}", CONTENT_MAX)
+
+
+HISTORY_PROMPT_CHARS = 80
+
+
+def history_text(page: HistoryPage, catalog: Catalog) -> str:
+    """A page of someone's images, newest first, each linked to the message showing it."""
+    if not page.items:
+        if page.page > 1:
+            return f"There is no page {page.page}: `/imagine-history` shows your latest images."
+        return "You have no images here yet: make one with `/imagine`."
+    lines = [f"**Your images, newest first** (page {page.page})"]
+    for item in page.items:
+        job = item.job
+        prompt = no_ping(clip(job.prompt or f"{job.kind} of an image", HISTORY_PROMPT_CHARS))
+        prompt = prompt.replace("[", "(").replace("]", ")")
+        link = _jump_url(item)
+        title = f"[{prompt}]({link})" if link else prompt
+        made = f"<t:{int(job.created_at)}:R>"
+        lines.append(f"• {title} — {describe_options(job.options, catalog)}, {made}")
+    if page.more:
+        lines.append(f"Older: `/imagine-history page:{page.page + 1}`")
+    return clip("\n".join(lines), CONTENT_MAX)
+
+
+def _jump_url(item: HistoryItem) -> str | None:
+    """The message that shows the image (the last one linked to its job)."""
+    target = item.job.target or {}
+    channel = target.get("channel_id")
+    if not item.message_keys or not channel:
+        return None
+    guild = target.get("guild_id") or "@me"
+    return f"https://discord.com/channels/{guild}/{channel}/{item.message_keys[-1]}"
 
 
 def describe_options(options: Options, catalog: Catalog) -> str:

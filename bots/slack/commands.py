@@ -1,4 +1,4 @@
-"""The `/imagine` slash command: a new image, or help, settings and usage."""
+"""The `/imagine` slash command: a new image, or help, settings, usage and history."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ from pydantic import ValidationError
 
 from bots.slack import messages
 from bots.slack.context import SlackContext
-from bots.slack.events import PLATFORM, command_key, command_request, subcommand
+from bots.slack.events import (
+    PLATFORM,
+    command_key,
+    command_request,
+    history_page,
+    subcommand,
+)
 from bots.slack.payloads import SlashCommand
+from bots.slack.target import Target
+from core.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ class Commands:
                 await self._settings(command)
             case "usage":
                 await self._usage(command)
+            case "history":
+                await self._history(command)
             case _:
                 await self._imagine(command)
 
@@ -76,6 +86,17 @@ class Commands:
         month = datetime.now(UTC).strftime("%B")
         await self._tell(command, messages.usage_text(report, month))
 
+    async def _history(self, command: SlashCommand) -> None:
+        page = await self.ctx.service.history(
+            PLATFORM, command.team_id, command.user_id, history_page(command.text)
+        )
+        client = await self.ctx.client(command.team_id)
+        links: list[str | None] = []
+        for item in page.items:
+            links.append(await _permalink(client, item.job))
+        text = messages.history_text(page, links, self.ctx.service.catalog, command=command.command)
+        await self._tell(command, text)
+
     async def _tell(self, command: SlashCommand, text: str) -> None:
         await self.ctx.respond(
             command.response_url,
@@ -84,3 +105,17 @@ class Commands:
             channel=command.channel_id,
             user=command.user_id,
         )
+
+
+async def _permalink(client: Any, job: Job) -> str | None:
+    """A link to the job's status message (its image is in that thread), or None."""
+    target = Target.of(job)
+    if target.ts is None:
+        return None
+    try:
+        answer = await client.chat_getPermalink(channel=target.channel, message_ts=target.ts)
+    except Exception as exc:
+        log.info("no link to %s: %r", target.ts, exc, extra={"job_id": job.id})
+        return None
+    link = answer.get("permalink")
+    return str(link) if link else None

@@ -14,7 +14,7 @@ PLATFORM = "slack"
 # What people write: plain messages, with files, "Also send to channel" replies and /me
 # messages. Edits, deletions, joins and the rest are not requests.
 ACCEPTED_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
-SUBCOMMANDS = ("help", "settings", "usage")
+SUBCOMMANDS = ("help", "settings", "usage", "history")
 
 _MARKUP = re.compile(r"<([^<>\n]*)>")
 
@@ -76,11 +76,20 @@ def clean_text(text: str, bot_user_id: str | None) -> str:
 
 
 def subcommand(text: str) -> str | None:
-    """`help`, `settings` or `usage` when that is all the command says (nothing: help)."""
-    word = text.strip().lower()
-    if not word:
+    """`help`, `settings`, `usage` or `history` when that is all the command says (nothing:
+    help; `history` may be followed by a page number)."""
+    words = text.strip().lower().split()
+    if not words:
         return "help"
-    return word if word in SUBCOMMANDS else None
+    if words[0] == "history" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
+        return "history"
+    return words[0] if len(words) == 1 and words[0] in SUBCOMMANDS else None
+
+
+def history_page(text: str) -> int:
+    """The page `/imagine history N` asks for (1 without a number)."""
+    words = text.split()
+    return max(1, int(words[1])) if len(words) == 2 and words[1].isdigit() else 1
 
 
 # routing

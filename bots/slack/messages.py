@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from core import wording
 from core.catalog import SIZES, Catalog
 from core.images import ATTACH_HINT
-from core.jobs import Job, UsageReport
+from core.jobs import HistoryPage, Job, UsageReport
 from core.options import Options, ResolvedOptions
 
 Block = dict[str, Any]
@@ -220,6 +221,33 @@ NOT_INSTALLED = (
 INTERNAL = wording.INTERNAL
 
 
+HISTORY_PROMPT_CHARS = 80
+
+
+def history_text(
+    page: HistoryPage, links: list[str | None], catalog: Catalog, *, command: str
+) -> str:
+    """A page of someone's images, newest first, each linked to its status message."""
+    if not page.items:
+        if page.page > 1:
+            return f"There is no page {page.page}: `{command} history` shows your latest images."
+        return f"You have no images here yet: make one with `{command} a lighthouse at dusk`."
+    lines = [f"*Your images, newest first* (page {page.page})"]
+    for item, link in zip(page.items, links, strict=True):
+        job = item.job
+        made = f"<!date^{int(job.created_at)}^{{date_short}} {{time}}|{_utc(job.created_at)}>"
+        shown = escape(_clip(job.prompt or f"{job.kind} of an image", HISTORY_PROMPT_CHARS))
+        title = f"<{link}|{shown}>" if link else shown
+        lines.append(f"• {title} — {escape(describe(job.options, catalog))}, {made}")
+    if page.more:
+        lines.append(f"Older: `{command} history {page.page + 1}`")
+    return "\n".join(lines)
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %H:%M UTC")
+
+
 def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
     models = []
     for model in catalog.models:
@@ -242,7 +270,7 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
             "a channel starts a new conversation; so does a DM.",
             "*Buttons:* Re-roll · Upscale · Edit · Delete (your own images)",
             f"*More:* `{command} settings` your defaults · `{command} usage` this month's "
-            f"images and cost · `{command} help` this help",
+            f"images and cost · `{command} history` your images · `{command} help` this help",
             f"*Aspect ratios:* {ratios} (not every model makes every one)",
             "*Models:*",
             *models,

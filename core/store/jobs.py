@@ -453,6 +453,22 @@ class JobStore:
             )
         return ("running" if marked else "finished"), None
 
+    async def recent_images(
+        self, platform: str, tenant: str, user_id: str, *, limit: int, offset: int
+    ) -> list[Job]:
+        """A person's jobs that made an image and showed it, newest first."""
+        rows = await self._db.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE platform = ? AND tenant = ? AND user_id = ? "
+            "AND state = 'succeeded' AND delivered_at IS NOT NULL ORDER BY seq DESC "
+            "LIMIT ? OFFSET ?",
+            platform,
+            tenant,
+            user_id,
+            limit,
+            offset,
+        )
+        return [job_of(row) for row in rows]
+
     async def was_cancelled(self, job_id: str) -> bool:
         row = await self._db.fetchrow("SELECT cancelled_at FROM jobs WHERE id = ?", job_id)
         return row is not None and row["cancelled_at"] is not None

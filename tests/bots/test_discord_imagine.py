@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from tests.bots.test_discord_harness import (
+    OTHER,
     USER,
     assert_every_interaction_answered_in_time,
     custom_ids,
@@ -215,3 +216,32 @@ async def test_a_job_cut_off_by_a_restart_is_finished_in_the_same_response_by_th
     assert result.attachments and result.embeds[0]["description"] == "a paper boat"
     assert len(fake_gemini.requests) == 2  # the first answer never arrived, so it ran again
     assert_every_interaction_answered_in_time(fake)
+
+
+async def test_history_lists_the_requesters_images_newest_first_with_jump_links(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        heron = await bot.result_of(await bot.slash({"prompt": "a heron"}))
+        await bot.result_of(await bot.slash({"prompt": "a crane"}, user=OTHER))
+        kingfisher = await bot.result_of(
+            await bot.slash({"prompt": "a kingfisher", "aspect_ratio": "16:9"})
+        )
+        asked = await bot.slash(name="imagine-history")
+        deferred = await bot.callback(asked)
+        shown = await fake.wait_for_message(
+            lambda m: (
+                (m.interaction_metadata or {}).get("id") == asked["id"]
+                and m.content.startswith("**Your images")
+            )
+        )
+
+    assert deferred.json["type"] == 5 and deferred.json["data"]["flags"] & FLAG_EPHEMERAL
+    root = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}"
+    lines = shown.content.splitlines()
+    assert lines[0] == "**Your images, newest first** (page 1)"
+    assert lines[1].startswith(
+        f"• [a kingfisher]({root}/{kingfisher.id}) — Gemini 3.1 Flash Image · 16:9 · 1K, <t:"
+    )
+    assert lines[2].startswith(f"• [a heron]({root}/{heron.id}) — ")
+    assert len(lines) == 3 and "crane" not in shown.content

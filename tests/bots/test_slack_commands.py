@@ -209,3 +209,33 @@ async def test_an_expired_response_url_falls_back_to_an_ephemeral_message(
         [call] = await slack.fake.wait_for_call("chat.postEphemeral")
         assert (call.params["channel"], call.params["user"]) == ("C1", "U1")
         assert call.params["text"].startswith("`--size` must be one of")
+
+
+async def test_history_lists_the_requesters_images_newest_first_with_links(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        await slack.command("a heron", user="U1")
+        heron = await slack.status_posted()
+        await slack.final(heron)
+        await slack.command("a crane", user="U2")
+        await slack.final(await slack.status_posted(2))
+        await slack.command("a kingfisher --ar 16:9", user="U1")
+        kingfisher = await slack.status_posted(3)
+        await slack.final(kingfisher)
+
+        await slack.command("history", user="U1")
+        mine = (await _ephemeral(slack))["text"]
+        await slack.command("history 2", user="U1")
+        beyond = (await _ephemeral(slack, 2))["text"]
+
+    lines = mine.splitlines()
+    assert lines[0] == "*Your images, newest first* (page 1)"
+    assert lines[1].startswith(
+        f"• <https://fake-team.slack.com/archives/{kingfisher[0]}/"
+        f"p{kingfisher[1].replace('.', '')}|a kingfisher> — Gemini 3.1 Flash Image · 16:9 · 1K, "
+    )
+    assert lines[2].startswith("• <https://") and "|a heron> — " in lines[2]
+    assert "crane" not in mine  # someone else's
+    assert len(lines) == 3  # no further page
+    assert beyond == "There is no page 2: `/imagine history` shows your latest images."
