@@ -9,7 +9,7 @@ from core.options import Options
 from core.quotas import Limits
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
-JobKind = Literal["generate", "reroll", "upscale", "edit"]
+JobKind = Literal["generate", "reroll", "upscale", "edit", "blend"]
 OPEN_STATES: tuple[JobState, ...] = ("queued", "running")
 
 

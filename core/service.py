@@ -513,6 +513,10 @@ class Service:
         if request.kind == "upscale" and not text.strip():
             text = wording.UPSCALE_PROMPT
         prompt, typed = parse(text)
+        if request.kind == "blend":
+            if len(request.attachments) < 2:
+                raise UserFacingError(wording.BLEND_NEEDS_TWO)
+            prompt = f"{wording.BLEND_PROMPT}: {prompt}" if prompt else f"{wording.BLEND_PROMPT}."
         if request.options is not None:
             typed = request.options.over(typed)
         parent, thread_key, inherited = await self._place(request)

@@ -15,11 +15,20 @@ from core.catalog import SIZES, Catalog, Model
 log = logging.getLogger(__name__)
 
 CHOICES_MAX = 25  # Discord's limit per option
-COMMAND_NAMES = ("imagine", "imagine-settings", "imagine-usage", "imagine-history")
+COMMAND_NAMES = ("imagine", "blend", "imagine-settings", "imagine-usage", "imagine-history")
+# /blend has 16 image options: more than any model takes, so a blend of too many is told
+# the model's limit rather than cut short
 
 
 class CommandHandlers(Protocol):
     async def imagine(
+        self,
+        interaction: discord.Interaction,
+        typed: forms.ImagineOptions,
+        images: list[discord.Attachment | None],
+    ) -> None: ...
+
+    async def blend(
         self,
         interaction: discord.Interaction,
         typed: forms.ImagineOptions,
@@ -223,3 +232,61 @@ def add_commands(
         page: app_commands.Range[int, 1, 10_000] = 1,
     ) -> None:
         await _handlers(interaction).show_history(interaction, page)
+
+    @tree.command(name="blend", description="Blend two or more images into one")
+    @where
+    @installs
+    @app_commands.describe(
+        image1="The first image",
+        image2="The second image",
+        prompt="How to blend them (optional); flags such as --ar 16:9 work here too",
+        aspect_ratio="Shape of the image",
+        size="Resolution",
+        model="Which image model to use (each takes a different number of images)",
+    )
+    @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
+    async def blend(
+        interaction: discord.Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        prompt: str = "",
+        aspect_ratio: Optional[str] = None,  # noqa: UP045
+        size: Optional[str] = None,  # noqa: UP045
+        model: Optional[str] = None,  # noqa: UP045
+        image3: Optional[discord.Attachment] = None,  # noqa: UP045
+        image4: Optional[discord.Attachment] = None,  # noqa: UP045
+        image5: Optional[discord.Attachment] = None,  # noqa: UP045
+        image6: Optional[discord.Attachment] = None,  # noqa: UP045
+        image7: Optional[discord.Attachment] = None,  # noqa: UP045
+        image8: Optional[discord.Attachment] = None,  # noqa: UP045
+        image9: Optional[discord.Attachment] = None,  # noqa: UP045
+        image10: Optional[discord.Attachment] = None,  # noqa: UP045
+        image11: Optional[discord.Attachment] = None,  # noqa: UP045
+        image12: Optional[discord.Attachment] = None,  # noqa: UP045
+        image13: Optional[discord.Attachment] = None,  # noqa: UP045
+        image14: Optional[discord.Attachment] = None,  # noqa: UP045
+        image15: Optional[discord.Attachment] = None,  # noqa: UP045
+        image16: Optional[discord.Attachment] = None,  # noqa: UP045
+    ) -> None:
+        typed = forms.ImagineOptions(
+            prompt=prompt, model=model, aspect_ratio=aspect_ratio, size=size
+        )
+        images = [
+            image1,
+            image2,
+            image3,
+            image4,
+            image5,
+            image6,
+            image7,
+            image8,
+            image9,
+            image10,
+            image11,
+            image12,
+            image13,
+            image14,
+            image15,
+            image16,
+        ]
+        await _handlers(interaction).blend(interaction, typed, images)

@@ -30,6 +30,7 @@ from bots.discord.events import (
 )
 from bots.discord.intake import Held
 from bots.discord.target import TOKEN_LIFETIME_SECONDS, Target
+from core import wording
 from core.config import Settings
 from core.errors import UserFacingError
 from core.intake import Intake
@@ -85,6 +86,32 @@ class Interactions:
             await _reply_privately(interaction, exc.message)
             return
         await self._take(interaction, text=typed.prompt, options=options, attachments=attachments)
+
+    async def blend(
+        self, interaction: discord.Interaction, typed: forms.ImagineOptions, images: list[Any]
+    ) -> None:
+        """/blend: two or more images made into one, with an optional prompt."""
+        if not await self._admit(interaction):
+            return
+        attachments: list[discord.Attachment] = [a for a in images if a is not None]
+        options = typed.options()
+        try:
+            if len(attachments) < 2:
+                raise UserFacingError(wording.BLEND_NEEDS_TWO)
+            forms.precheck(
+                typed.prompt or "blend",
+                options,
+                self.catalog,
+                reference_images=len(attachments),
+                max_prompt_chars=self.settings.max_prompt_chars,
+            )
+            files.check_sizes(attachments, self.settings.max_attachment_bytes)
+        except UserFacingError as exc:
+            await _reply_privately(interaction, exc.message)
+            return
+        await self._take(
+            interaction, text=typed.prompt, kind="blend", options=options, attachments=attachments
+        )
 
     async def resume(self, held: Held) -> None:
         """An interaction acknowledged by a process that died before its job was stored."""

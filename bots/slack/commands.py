@@ -59,6 +59,9 @@ class Commands:
                 await self._usage(command)
             case "history":
                 await self._history(command)
+            case "blend":
+                bot_user_id = await self.ctx.bot_user_id(command.team_id)
+                await self._tell(command, messages.how_to_blend(bot_user_id))
             case _:
                 await self._imagine(command)
 

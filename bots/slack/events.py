@@ -83,6 +83,8 @@ def subcommand(text: str) -> str | None:
         return "help"
     if words[0] == "history" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
         return "history"
+    if words[0] == "blend":
+        return "blend"  # a slash command carries no files: told how to blend
     return words[0] if len(words) == 1 and words[0] in SUBCOMMANDS else None
 
 
@@ -151,11 +153,15 @@ def message_request(
     target = Target(
         route.channel, event.user, thread_ts=route.thread_ts, threaded=route.thread_ts is not None
     )
+    # "blend [how]" with images attached: the images made into one
+    first, _, rest = text.partition(" ")
+    blend = first.lower() == "blend"
     return Request(
         platform=PLATFORM,
         tenant=team,
         user_id=event.user,
-        text=text,
+        text=rest.strip() if blend else text,
+        kind="blend" if blend else "generate",
         idempotency_key=message_key(team, event.channel, event.ts),
         thread_key=route.thread_key,
         reply_to=route.reply_to,

@@ -221,6 +221,14 @@ NOT_INSTALLED = (
 INTERNAL = wording.INTERNAL
 
 
+def how_to_blend(bot_user_id: str) -> str:
+    return (
+        "A slash command cannot carry images: to blend some, mention me in a message with "
+        f"them attached, such as `<@{bot_user_id}> blend as a watercolour` (two or more "
+        "images, up to the model's limit; `--model` and the other options work too)."
+    )
+
+
 HISTORY_PROMPT_CHARS = 80
 
 
@@ -268,7 +276,10 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
             f"*Keep going:* in the image's thread, mention <@{bot_user_id}> with a change "
             '("now at night"); attach a photo to use it as a reference. Mentioning me in '
             "a channel starts a new conversation; so does a DM.",
-            "*Buttons:* Re-roll · Upscale · Edit · Delete (your own images)",
+            f"*Blend:* mention <@{bot_user_id}> with `blend` and two or more images attached "
+            "(`blend as a watercolour`) to make them into one",
+            "*Buttons:* Re-roll · Upscale · Edit · Delete (your own images) · Cancel while "
+            "it is being made",
             f"*More:* `{command} settings` your defaults · `{command} usage` this month's "
             f"images and cost · `{command} history` your images · `{command} help` this help",
             f"*Aspect ratios:* {ratios} (not every model makes every one)",

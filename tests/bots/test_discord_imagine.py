@@ -10,11 +10,14 @@ from tests.bots.test_discord_harness import (
     OTHER,
     USER,
     assert_every_interaction_answered_in_time,
+    contents_of,
     custom_ids,
     discord_server,
     image_size,
+    inline_images,
     png,
     running_bot,
+    texts,
 )
 from tests.fakes.discord import FLAG_EPHEMERAL
 from tests.fakes.gemini import FakeGemini, Fault, pixel_size
@@ -245,3 +248,32 @@ async def test_history_lists_the_requesters_images_newest_first_with_jump_links(
     )
     assert lines[2].startswith(f"• [a heron]({root}/{heron.id}) — ")
     assert len(lines) == 3 and "crane" not in shown.content
+
+
+async def test_blend_makes_one_image_from_two_and_names_the_limit_past_it(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with discord_server() as fake, running_bot(tmp_path, fake_gemini, fake) as bot:
+        colours = ["red", "blue", *(f"#{n:02x}{n:02x}80" for n in range(20, 20 + 13))]
+        photos = [fake.add_attachment(png(colour=c), f"{n}.png") for n, c in enumerate(colours)]
+        two = await bot.slash(
+            {"prompt": "as a watercolour"},
+            name="blend",
+            attachments={"image1": photos[0], "image2": photos[1]},
+        )
+        blended = await bot.result_of(two)
+        too_many = await bot.slash(
+            {"model": "pro"},
+            name="blend",
+            attachments={f"image{n + 1}": photo for n, photo in enumerate(photos[:15])},
+        )
+        refused = await bot.callback(too_many)
+
+    assert blended.attachments
+    assert len(fake_gemini.requests) == 1  # the refused blends cost nothing
+    assert texts(contents_of(fake_gemini)) == [
+        "Blend these images into one image: as a watercolour"
+    ]
+    assert [image_size(i) for i in inline_images(contents_of(fake_gemini))] == [(64, 48)] * 2
+    assert refused.json["type"] == 4 and refused.json["data"]["flags"] & FLAG_EPHEMERAL
+    assert "takes at most 14 reference images" in refused.json["data"]["content"]

@@ -118,7 +118,7 @@ async def test_everything_configured_passes_against_the_fakes_without_a_paid_cal
         "✓ Discord intents: no privileged intent needed"
     )
     assert line(lines, "✓ Discord commands") == (
-        "✓ Discord commands: /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✓ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
         "registered for every server"
     )
     assert line(lines, "✓ Discord invite link") == (
@@ -517,7 +517,7 @@ async def test_unregistered_commands_point_to_discord_sync(stack: Stack) -> None
 
     assert code == 1
     assert line(lines, "✗ Discord commands") == (
-        "✗ Discord commands: /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✗ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
         "not registered: run `imagebot discord-sync` (every server, may take up to an hour to "
         "show) or `imagebot discord-sync --guild SERVER_ID` (one server, at once)"
     )
@@ -531,7 +531,7 @@ async def test_commands_registered_in_one_server_pass_and_say_so(stack: Stack) -
 
     assert code == 0, "\n".join(lines)
     assert line(lines, "✓ Discord commands") == (
-        "✓ Discord commands: /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✓ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
         "registered in Test Guild (3000) only (`imagebot discord-sync` offers them in every server)"
     )
 

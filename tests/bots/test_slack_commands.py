@@ -239,3 +239,16 @@ async def test_history_lists_the_requesters_images_newest_first_with_links(
     assert "crane" not in mine  # someone else's
     assert len(lines) == 3  # no further page
     assert beyond == "There is no page 2: `/imagine history` shows your latest images."
+
+
+async def test_imagine_blend_says_how_to_blend_since_a_command_carries_no_images(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        await slack.command("blend as a watercolour")
+        text = (await _ephemeral(slack))["text"]
+        jobs = await slack.job_count()
+
+    assert text.startswith("A slash command cannot carry images: to blend some, mention me")
+    assert "blend as a watercolour" in text
+    assert jobs == 0 and fake_gemini.requests == []

@@ -230,3 +230,27 @@ async def test_a_file_slack_will_not_hand_over_gets_a_sentence_saying_why(
         assert "not one" not in reply["text"]
         assert not slack.fake.downloads
         assert await slack.job_count() == 0
+
+
+async def test_a_mention_saying_blend_makes_one_image_of_the_attached_ones(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        files = [
+            slack.fake.add_file(png_bytes(64, 48), name=f"{n}.png", mimetype="image/png")
+            for n in range(2)
+        ]
+        await slack.event(
+            slack.fake.app_mention_event("blend as a mosaic", channel="C1", files=files)
+        )
+        await slack.final(await slack.status_posted())
+        await slack.event(slack.fake.app_mention_event("blend", channel="C1", files=files[:1]))
+        refused = await _reply_containing(slack, "at least two images")
+
+    [contents] = [_contents(fake_gemini, 0)]
+    assert _texts(contents[0]) == ["Blend these images into one image: as a mosaic"]
+    assert sum("inlineData" in part for part in contents[0]["parts"]) == 2
+    assert refused["text"].endswith(
+        "A blend needs at least two images: attach two or more and try again."
+    )
+    assert len(fake_gemini.requests) == 1
