@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 from aiohttp import web
+from pydantic import ValidationError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -34,7 +35,9 @@ from bots.slack.commands import Commands
 from bots.slack.context import Handler, SlackContext
 from bots.slack.delivery import SlackDelivery
 from bots.slack.events import PLATFORM
+from bots.slack.home import Home
 from bots.slack.modals import Modals
+from bots.slack.payloads import ViewSubmission
 from bots.slack.threads import Threads
 from bots.slack.workspaces import (
     REFUSED_TOKEN,
@@ -165,6 +168,7 @@ class SlackApp:
         """Every listener holds its request (core's Intake), acks, and leaves the work to a
         task of its own."""
         app, take, handlers = self.bolt, self.ctx.take, self._handlers
+        home = Home(self.ctx)
 
         # any command name routes here, so an operator may call it /imagine-dev or /draw
         @app.command(re.compile(r"^/"))
@@ -185,6 +189,14 @@ class SlackApp:
             # remove the installation (our store also sets when the workspace's data goes)
             app.enable_token_revocation_listeners()
 
+        @app.event("app_home_opened")
+        async def on_home(ack: Any, body: dict[str, Any]) -> None:
+            await ack()
+            event = body.get("event") or {}
+            team, user = body.get("team_id"), event.get("user")
+            if event.get("tab") == "home" and isinstance(team, str) and isinstance(user, str):
+                self.ctx.spawn(home.opened(team, user), "home")
+
         # any other event an operator subscribed the app to: answered 200 and dropped, or
         # Bolt would answer 404 and Slack would deliver it again and again
         @app.event(re.compile(".*"))
@@ -198,6 +210,12 @@ class SlackApp:
         @app.view(messages.SETTINGS_CALLBACK)
         async def on_settings(ack: Any, body: dict[str, Any]) -> None:
             await modals.settings(ack, body)
+            # the Home tab shows the settings: shown afresh
+            try:
+                submission = ViewSubmission.model_validate(body)
+            except ValidationError:
+                return  # told already, by the form
+            self.ctx.spawn(home.opened(submission.workspace, submission.user.id), "home")
 
         @app.view(messages.EDIT_CALLBACK)
         async def on_edit(ack: Any, body: dict[str, Any]) -> None:

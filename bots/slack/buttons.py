@@ -46,6 +46,9 @@ class Buttons:
     async def run(self, body: dict[str, Any]) -> None:
         click = BlockActions.model_validate(body)
         action = click.actions[0]
+        if action.action_id == messages.OPEN_SETTINGS:  # on the Home tab: no job behind it
+            await self._open_settings(click)
+            return
         job = await self._job(action.value, click.team.id)
         await self._run(click, action, job)
 
@@ -100,6 +103,14 @@ class Buttons:
             await self._tell(click, messages.escape(said))
         else:
             log.warning("ignored an unknown button %s", action.action_id)
+
+    async def _open_settings(self, click: BlockActions) -> None:
+        ctx = self.ctx
+        current = await ctx.service.user_defaults(PLATFORM, click.team.id, click.user.id)
+        client = await ctx.client(click.team.id)
+        await client.views_open(
+            trigger_id=click.trigger_id, view=messages.settings_view(ctx.service.catalog, current)
+        )
 
     async def _tell(self, click: BlockActions, text: str) -> None:
         await self.ctx.respond(

@@ -96,7 +96,7 @@ class Commands:
         client = await self.ctx.client(command.team_id)
         links: list[str | None] = []
         for item in page.items:
-            links.append(await _permalink(client, item.job))
+            links.append(await permalink(client, item.job))
         text = messages.history_text(page, links, self.ctx.service.catalog, command=command.command)
         await self._tell(command, text)
 
@@ -110,7 +110,7 @@ class Commands:
         )
 
 
-async def _permalink(client: Any, job: Job) -> str | None:
+async def permalink(client: Any, job: Job) -> str | None:
     """A link to the job's status message (its image is in that thread), or None."""
     target = Target.of(job)
     if target.ts is None:

@@ -28,6 +28,7 @@ UPSCALE = "imagebot.upscale."  # + size
 EDIT = "imagebot.edit"
 DELETE = "imagebot.delete"
 CANCEL = "imagebot.cancel"
+OPEN_SETTINGS = "imagebot.settings"  # the Home tab's button to the settings form
 
 
 class Message(TypedDict):
@@ -227,6 +228,52 @@ def how_to_blend(bot_user_id: str) -> str:
         f"them attached, such as `<@{bot_user_id}> blend as a watercolour` (two or more "
         "images, up to the model's limit; `--model` and the other options work too)."
     )
+
+
+def settings_summary(saved: Options, catalog: Catalog) -> str:
+    """Someone's saved defaults as the options they give: `Gemini 3 Pro Image · 16:9 · 2K`."""
+    return describe(
+        Options(
+            model=saved.model or catalog.default.id,
+            aspect_ratio=saved.aspect_ratio,
+            size=saved.size,
+        ),
+        catalog,
+    )
+
+
+def home_view(
+    page: HistoryPage,
+    links: list[str | None],
+    defaults: Options,
+    report: UsageReport,
+    catalog: Catalog,
+    *,
+    month: str,
+) -> Block:
+    """The Home tab: recent images, settings (with a button to change them), usage."""
+    settings = f"*Your settings:* {escape(settings_summary(defaults, catalog))}"
+    change = {
+        "type": "button",
+        "action_id": OPEN_SETTINGS,
+        "text": _plain("Change"),
+        "value": "settings",
+    }
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": _plain("imagebot")},
+            _section(history_text(page, links, catalog, command="/imagine")),
+            {"type": "divider"},
+            {**_section(settings), "accessory": change},
+            {"type": "divider"},
+            _section(usage_text(report, month)),
+            _context(
+                "Make an image with `/imagine a lighthouse at dusk`; `/imagine help` lists "
+                "the options."
+            ),
+        ],
+    }
 
 
 HISTORY_PROMPT_CHARS = 80

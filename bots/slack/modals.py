@@ -47,14 +47,7 @@ class Modals:
             field = _field_of(exc.message, wanted)
             await ack(response_action="errors", errors={field: exc.message})
             return
-        summary = messages.describe(
-            Options(
-                model=saved.model or catalog.default.id,
-                aspect_ratio=saved.aspect_ratio,
-                size=saved.size,
-            ),
-            catalog,
-        )
+        summary = messages.settings_summary(saved, catalog)
         await ack(response_action="update", view=messages.settings_saved_view(summary))
 
     async def edit(self, ack: Ack, body: dict[str, Any]) -> None:

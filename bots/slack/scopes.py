@@ -3,10 +3,10 @@ README.md and `imagebot doctor` follow (tests hold the first two to it).
 
 The adapter calls auth.test, chat.postMessage, chat.postEphemeral, chat.update,
 chat.delete, files.getUploadURLExternal, files.completeUploadExternal (files_upload_v2),
-files.delete, files.info and views.open (which needs a trigger_id, not a scope), downloads
-attached files and answers response_url (no scope either). It calls neither reactions.* nor
-users.* nor conversations.*, so reactions:write, users:read and the *:read conversation
-scopes are not asked for.
+files.delete, files.info, views.open (which needs a trigger_id, not a scope), views.publish
+and chat.getPermalink (no scope either), downloads attached files and answers response_url.
+It calls neither reactions.* nor users.* nor conversations.*, so reactions:write,
+users:read and the *:read conversation scopes are not asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class Scope:
     setting: str | None = None
     event: str | None = None
 
+
+# events that come with no scope: the Home tab is drawn when someone opens it
+EVENTS_WITHOUT_SCOPE = ("app_home_opened",)
 
 SCOPES: tuple[Scope, ...] = (
     Scope("commands", "the /imagine slash command"),

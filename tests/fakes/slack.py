@@ -212,6 +212,8 @@ class FakeSlack:
         self.ephemerals: list[dict[str, Any]] = []
         self.uploads: list[SlackUpload] = []
         self.views: dict[str, dict[str, Any]] = {}
+        # each user's Home tab, as views.publish last set it
+        self.home_views: dict[str, dict[str, Any]] = {}
         self.reactions: list[dict[str, Any]] = []
         self.downloads: list[SlackDownload] = []
         self.response_url_posts: list[dict[str, Any]] = []
@@ -247,6 +249,7 @@ class FakeSlack:
             "files.completeUploadExternal": self._files_complete_upload_external,
             "files.info": self._files_info,
             "views.open": self._views_open,
+            "views.publish": self._views_publish,
             "views.update": self._views_update,
             "reactions.add": self._reactions_add,
             "users.info": self._users_info,
@@ -957,6 +960,26 @@ class FakeSlack:
         self.views[view_id] = stored
         return {"view": stored}
 
+    def _views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A user's Home tab: only a view of type home, of at most 100 blocks."""
+        user_id = _required(p, "user_id", "invalid_arguments")
+        view = _required_json(p, "view")
+        if view.get("type") != "home" or len(view.get("blocks") or []) > 100:
+            raise _SlackError("invalid_arguments")
+        stored = {**view, "id": self._next_id("V"), "team_id": self.team_id}
+        self.home_views[user_id] = stored
+        return {"view": stored}
+
+    def app_home_opened_event(self, user: str = "U0USER", *, tab: str = "home") -> dict[str, Any]:
+        """A user opening the app's Home tab (or its Messages tab)."""
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": "D0HOME",
+            "tab": tab,
+            "event_ts": f"{time.time():.6f}",
+        }
+
     def _use_trigger_id(self, trigger_id: str) -> None:
         if trigger_id in self._used_trigger_ids:
             raise _SlackError("exchanged_trigger_id")
@@ -1316,6 +1339,36 @@ class FakeSlack:
                 }
             ],
         }
+
+    def home_action_body(
+        self, action_id: str, *, user_id: str, value: str = ""
+    ) -> tuple[bytes, str]:
+        """A click on a button of `user_id`'s Home tab: its container is the view, and it has
+        no channel, message or response URL."""
+        view = self.home_views[user_id]
+        payload = {
+            "type": "block_actions",
+            "user": self._user_ref(user_id),
+            "api_app_id": self.app_id,
+            "token": "verification-token",
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": self._new_trigger_id(),
+            "team": {"id": self.team_id, "domain": TEAM_DOMAIN},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view,
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "home",
+                    "text": {"type": "plain_text", "text": action_id, "emoji": True},
+                    "value": value,
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return _interactivity_body(payload)
 
     def block_action_body(self, action_id: str, **kwargs: Any) -> tuple[bytes, str]:
         return _interactivity_body(self.block_action_payload(action_id, **kwargs))
