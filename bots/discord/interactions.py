@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -69,37 +69,33 @@ class Interactions:
     async def imagine(
         self, interaction: discord.Interaction, typed: forms.ImagineOptions, images: list[Any]
     ) -> None:
-        if not await self._admit(interaction):
-            return
-        attachments: list[discord.Attachment] = [a for a in images if a is not None]
-        options = typed.options()
-        try:
-            forms.precheck(
-                typed.prompt,
-                options,
-                self.catalog,
-                reference_images=len(attachments),
-                max_prompt_chars=self.settings.max_prompt_chars,
-            )
-            files.check_sizes(attachments, self.settings.max_attachment_bytes)
-        except UserFacingError as exc:
-            await _reply_privately(interaction, exc.message)
-            return
-        await self._take(interaction, text=typed.prompt, options=options, attachments=attachments)
+        await self._generate(interaction, typed, images, kind="generate")
 
     async def blend(
         self, interaction: discord.Interaction, typed: forms.ImagineOptions, images: list[Any]
     ) -> None:
         """/blend: two or more images made into one, with an optional prompt."""
+        await self._generate(interaction, typed, images, kind="blend")
+
+    async def _generate(
+        self,
+        interaction: discord.Interaction,
+        typed: forms.ImagineOptions,
+        images: list[Any],
+        *,
+        kind: Literal["generate", "blend"],
+    ) -> None:
+        """Checked (privately refused) before it is acknowledged, then taken in."""
         if not await self._admit(interaction):
             return
         attachments: list[discord.Attachment] = [a for a in images if a is not None]
         options = typed.options()
         try:
-            if len(attachments) < 2:
+            if kind == "blend" and len(attachments) < 2:
                 raise UserFacingError(wording.BLEND_NEEDS_TWO)
             forms.precheck(
-                typed.prompt or "blend",
+                # a blend needs no words: core writes what it asks for
+                typed.prompt or ("blend" if kind == "blend" else ""),
                 options,
                 self.catalog,
                 reference_images=len(attachments),
@@ -110,7 +106,7 @@ class Interactions:
             await _reply_privately(interaction, exc.message)
             return
         await self._take(
-            interaction, text=typed.prompt, kind="blend", options=options, attachments=attachments
+            interaction, text=typed.prompt, kind=kind, options=options, attachments=attachments
         )
 
     async def resume(self, held: Held) -> None:
