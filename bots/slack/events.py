@@ -83,7 +83,7 @@ def subcommand(text: str) -> str | None:
         return "help"
     if words[0] == "history" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
         return "history"
-    if words[0] == "blend":
+    if words == ["blend"]:
         return "blend"  # a slash command carries no files: told how to blend
     return words[0] if len(words) == 1 and words[0] in SUBCOMMANDS else None
 
@@ -153,9 +153,10 @@ def message_request(
     target = Target(
         route.channel, event.user, thread_ts=route.thread_ts, threaded=route.thread_ts is not None
     )
-    # "blend [how]" with images attached: the images made into one
+    # "blend [how]" with images attached: the images made into one ("blend of colours"
+    # with no image is a prompt like any other)
     first, _, rest = text.partition(" ")
-    blend = first.lower() == "blend"
+    blend = first.lower() == "blend" and bool(attachments)
     return Request(
         platform=PLATFORM,
         tenant=team,

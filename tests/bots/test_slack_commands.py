@@ -245,10 +245,14 @@ async def test_imagine_blend_says_how_to_blend_since_a_command_carries_no_images
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
     async with running(tmp_path, fake_gemini) as slack:
-        await slack.command("blend as a watercolour")
+        await slack.command("blend")
         text = (await _ephemeral(slack))["text"]
         jobs = await slack.job_count()
+        # a prompt that starts with the word is a prompt
+        await slack.command("blend of sunset colours")
+        await slack.final(await slack.status_posted())
 
     assert text.startswith("A slash command cannot carry images: to blend some, mention me")
     assert "blend as a watercolour" in text
-    assert jobs == 0 and fake_gemini.requests == []
+    assert jobs == 0
+    assert len(fake_gemini.requests) == 1
