@@ -150,6 +150,7 @@ async def test_buttons_the_edit_form_settings_and_usage_work_over_http(
         settings = await fake.post_interaction(
             bot.slash_payload({"size": "2K"}, name="imagine-settings")
         )
+        history = await fake.post_interaction(bot.slash_payload(name="imagine-history"))
         usage_payload = bot.slash_payload(name="imagine-usage")
         usage = await fake.post_interaction(usage_payload)
         await fake.wait_until(
@@ -167,7 +168,7 @@ async def test_buttons_the_edit_form_settings_and_usage_work_over_http(
     assert delete_answer.body == {"type": 6}
     assert edited.attachments
     assert "make it night" in json.dumps(fake_gemini.requests[2].json)  # the edit
-    for private in (settings, usage):
+    for private in (settings, usage, history):
         assert private.body["type"] == 5
         assert private.body["data"]["flags"] & FLAG_EPHEMERAL
     assert "image" in usage_text.lower()
