@@ -73,7 +73,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Progress:
-    state: Literal["queued", "generating"]
+    # "cancelling": its requester cancelled it while the API call was under way
+    state: Literal["queued", "generating", "cancelling"]
     position: int = 0  # 1 = next to run
     elapsed_seconds: float = 0.0
 

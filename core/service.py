@@ -865,6 +865,13 @@ class Service:
             return "Cancelled: it was never sent to the model."
         if state == "running":
             log.info("cancelled by its requester while generating", extra={"job_id": job.id})
+            # shown at once, wherever it runs: its "Generating…" stops there at the next tick
+            adapter = self._adapters.get(job.platform)
+            if adapter is not None:
+                try:
+                    await adapter.progress(job, Progress("cancelling"))
+                except Exception:
+                    log.warning("could not show the cancel", exc_info=True)
             return (
                 "Cancelled: the image will not be shown. The model was already working on it, "
                 "so it still counts toward usage."
@@ -879,6 +886,8 @@ class Service:
             async with asyncio.timeout(self.settings.progress_interval_seconds):
                 await self._started.wait()
         while True:
+            if await self._cancelled(job):
+                return  # "Cancelling…" is shown, until the result says cancelled
             update = Progress("generating", elapsed_seconds=time.monotonic() - started)
             try:
                 await adapter.progress(job, update)

@@ -10,6 +10,7 @@ BLEND_PROMPT = "Blend these images into one image"
 BLEND_NEEDS_TWO = "A blend needs at least two images: attach two or more and try again."
 CANCELLED_QUEUED = "Cancelled before it was sent to the model."
 CANCELLED_RUNNING = "Cancelled while it was being made; the image is not shown."
+CANCELLING = "Cancelling: the image being made will not be shown."
 ONLY_REQUESTER_CANCELS = "Only whoever asked for this image can cancel it."
 
 

@@ -20,7 +20,7 @@ import discord
 
 from bots.discord import components, messages
 from bots.discord.target import Target
-from core import images
+from core import images, wording
 from core.errors import Undeliverable
 from core.jobs import Job, Outcome, Progress
 from core.service import Service
@@ -163,15 +163,16 @@ class DiscordDelivery:
     # the Adapter protocol
 
     async def progress(self, job: Job, update: Progress) -> None:
+        view: discord.ui.View | None = components.progress_view(job.id)
         if update.state == "generating":
             text = messages.generating(update.elapsed_seconds)
+        elif update.state == "cancelling":
+            text, view = f"✖️ {wording.CANCELLING}", None
         else:
             text = messages.queued(update.position)
         # an edit on its way must land before the result's edit, never after it
         target = Target.from_dict(job.target)
-        task = asyncio.ensure_future(
-            self.show_text(target, text, view=components.progress_view(job.id))
-        )
+        task = asyncio.ensure_future(self.show_text(target, text, view=view))
         self._progress[job.id] = task
         task.add_done_callback(lambda done: self._forget_progress(job.id, done))
         await asyncio.shield(task)

@@ -117,6 +117,8 @@ class SlackDelivery:
                 return
             if update.state == "queued":
                 message = messages.queued(job, self.catalog, update.position)
+            elif update.state == "cancelling":
+                message = messages.cancelling(job, self.catalog)
             else:
                 message = messages.generating(job, self.catalog, update.elapsed_seconds)
             client = await self.workspaces.client(job.tenant)

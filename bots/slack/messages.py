@@ -128,6 +128,10 @@ def generating(job: Job, catalog: Catalog, seconds: float) -> Message:
     return _status(job, catalog, f":art: Generating…{timer}", [_cancel(job.id)])
 
 
+def cancelling(job: Job, catalog: Catalog) -> Message:
+    return _status(job, catalog, f":heavy_multiplication_x: {escape(wording.CANCELLING)}")
+
+
 def _cancel(job_id: str) -> Block:
     """Under a job that is queued or generating: its requester stops it."""
     button = {"type": "button", "action_id": CANCEL, "text": _plain("Cancel"), "value": job_id}

@@ -229,3 +229,7 @@ async def test_cancel_on_a_generating_job_shows_no_image_and_only_the_requester_
     )
     assert slack.fake.uploads == []
     assert len(fake_gemini.requests) == 1
+    # at once, before the API call came back: "Cancelling", and no Cancel button any more
+    edits = [c.params for c in slack.fake.calls if c.method == "chat.update"]
+    [cancelling] = [e for e in edits if "Cancelling" in str(e.get("text"))]
+    assert "imagebot.cancel" not in str(cancelling.get("blocks"))
