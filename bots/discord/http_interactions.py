@@ -39,6 +39,7 @@ ANSWER_WITHIN_SECONDS = 2.8
 # Interactions are small (an /imagine with attachments is a few KB): more is not Discord.
 MAX_BODY_BYTES = 256 * 1024
 PING, PONG = 1, 1
+AUTOCOMPLETE, NO_CHOICES = 4, {"type": 8, "data": {"choices": []}}
 
 
 class Verifier:
@@ -182,6 +183,8 @@ class InteractionsEndpoint:
             return web.Response(status=400, text="not an interaction")
         if kind == PING:
             return web.json_response({"type": PONG})
+        if kind == AUTOCOMPLETE:  # no option of ours completes: an empty list, at once
+            return web.json_response(NO_CHOICES)
         if not self._replays.first_time(interaction_id):
             log.warning("refused interaction %s: it was delivered before", interaction_id)
             return web.Response(status=401, text="replayed request")

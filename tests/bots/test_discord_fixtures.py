@@ -439,8 +439,10 @@ class Bots:
         async with contextlib.AsyncExitStack() as stack:
             gemini = await stack.enter_async_context(FakeGemini(api_key=API_KEY))
             fake = await stack.enter_async_context(discord_server())
+            # interactions come over the gateway, and over HTTP too where a test posts them
+            http = {"DISCORD_PUBLIC_KEY": fake.public_key, "PORT": "0"}
             bot = await stack.enter_async_context(
-                running_bot(self.tmp.mktemp(kind), gemini, fake, **BOTS[kind])
+                running_bot(self.tmp.mktemp(kind), gemini, fake, **BOTS[kind], **http)
             )
             self.current = Replayer(kind, bot, gemini)
             self._stack = stack.pop_all()
@@ -562,3 +564,43 @@ async def test_a_real_payload_gets_what_a_user_would_expect(
         assert any(expected_log in p for p in problems), f"expected a log saying {expected_log!r}"
     unexpected = [p for p in problems if not expected_log or expected_log not in p]
     assert unexpected == [], "the bot (or discord.py) complained"
+
+
+# what the first answer over HTTP is, by what the same payload gets over the gateway
+_HTTP_ANSWER = {"job": 5, "modal": 9}
+
+
+def _http_params() -> list[Any]:
+    return [
+        pytest.param(path, id=path.stem)
+        for path in sorted(FIXTURES.glob("*.json"))
+        if _load(path)["event"] == "INTERACTION_CREATE"
+        and path.stem != "interaction_button_unknown_custom_id"  # nothing answers it
+    ]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("path", _http_params())
+async def test_a_real_interaction_over_http_is_answered_in_the_response(
+    bots: Bots, path: Path
+) -> None:
+    fixture = _load(path)
+    world = await bots.get(fixture["replay"]["bot"])
+    body = await world.rewrite(fixture)
+    if body["type"] != 1:
+        world.register_interaction(body)
+    for attachment in _attachments(body):
+        del attachment["_stored"]
+    answer = await world.fake.post_interaction(body)
+    if body["type"] != 1:  # a PING starts nothing
+        await world.settle(Sent("INTERACTION_CREATE", body, int(body["id"]), len(world.fake.calls)))
+
+    assert answer.status == 200 and answer.seconds < 3.0
+    expect = fixture["expect"]
+    if body["type"] == 1:
+        assert answer.body == {"type": 1}
+    elif body["type"] == 4:
+        assert answer.body == {"type": 8, "data": {"choices": []}}
+    else:
+        kind = next(k for k in _HTTP_ANSWER if k in expect)
+        assert answer.body["type"] == _HTTP_ANSWER[kind]
