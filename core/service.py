@@ -513,13 +513,11 @@ class Service:
         if request.kind == "upscale" and not text.strip():
             text = wording.UPSCALE_PROMPT
         prompt, typed = parse(text)
-        if request.kind == "blend":
-            if len(request.attachments) < 2:
-                raise UserFacingError(wording.BLEND_NEEDS_TWO)
-            prompt = f"{wording.BLEND_PROMPT}: {prompt}" if prompt else f"{wording.BLEND_PROMPT}."
         if request.options is not None:
             typed = request.options.over(typed)
         parent, thread_key, inherited = await self._place(request)
+        if request.kind == "blend":
+            prompt = await self._blend_prompt(request, prompt, parent)
         defaults = inherited.over(
             await self.store.user_defaults(request.platform, request.tenant, request.user_id)
         )
@@ -720,6 +718,20 @@ class Service:
             )
             return parent, key, inherited
         return None, request.thread_key or f"new:{request.idempotency_key}", Options()
+
+    async def _blend_prompt(self, request: Request, prompt: str, parent: Turn | None) -> str:
+        """What a blend asks for: the images attached to it or, with none attached, the last
+        two images of the conversation it continues (its history carries them already)."""
+        what = wording.BLEND_PROMPT
+        if len(request.attachments) < 2:
+            earlier = 0
+            if parent is not None and not request.attachments:
+                path = await self.store.path_to(parent.id)
+                earlier = sum(1 for turn in path for part in turn.parts if part.image_sha256)
+            if earlier < 2:
+                raise UserFacingError(wording.BLEND_NEEDS_TWO)
+            what = wording.BLEND_LAST_TWO
+        return f"{what}: {prompt}" if prompt else f"{what}."
 
     async def _check_limits(self, request: Request, resolved: ResolvedOptions) -> None:
         now = datetime.now(UTC)

@@ -153,10 +153,10 @@ def message_request(
     target = Target(
         route.channel, event.user, thread_ts=route.thread_ts, threaded=route.thread_ts is not None
     )
-    # "blend [how]" with images attached: the images made into one ("blend of colours"
-    # with no image is a prompt like any other)
+    # "blend [how]": the images attached made into one or, in a thread, its last two
+    # ("blend of colours" elsewhere, with no image, is a prompt like any other)
     first, _, rest = text.partition(" ")
-    blend = first.lower() == "blend" and bool(attachments)
+    blend = first.lower() == "blend" and (bool(attachments) or route.thread_ts is not None)
     return Request(
         platform=PLATFORM,
         tenant=team,

@@ -254,3 +254,29 @@ async def test_a_mention_saying_blend_makes_one_image_of_the_attached_ones(
         "A blend needs at least two images: attach two or more and try again."
     )
     assert len(fake_gemini.requests) == 1
+
+
+async def test_blend_in_a_thread_without_images_blends_its_last_two(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    async with running(tmp_path, fake_gemini) as slack:
+        status = await _first_image(slack)
+        await slack.event(slack.fake.app_mention_event("blend", channel="C1", thread_ts=status[1]))
+        too_few = await _reply_containing(slack, "at least two images")
+        await slack.event(
+            slack.fake.app_mention_event("now at night", channel="C1", thread_ts=status[1])
+        )
+        await slack.final(await slack.status_posted(2))
+        await slack.event(
+            slack.fake.app_mention_event("blend as a diptych", channel="C1", thread_ts=status[1])
+        )
+        await slack.final(await slack.status_posted(3))
+
+    assert too_few["thread_ts"] == status[1]
+    contents = _contents(fake_gemini, 2)
+    assert _texts(contents[-1]) == [
+        "Blend the last two images of this conversation into one image: as a diptych"
+    ]
+    shown = sum("inlineData" in part for content in contents for part in content["parts"])
+    assert shown == 2  # both images of the thread, in its history
+    assert len(fake_gemini.requests) == 3
