@@ -45,9 +45,9 @@ Announce = Callable[[Job, int], Awaitable[dict[str, Any] | None]]
 # A job whose runs reached the image API this often is reported failed, not run again; a
 # job that keeps being interrupted before any call (a crash loop) stops after MAX_CLAIMS.
 MAX_PAID_RUNS = 3
-HISTORY_PAGE = 10  # images a page of /imagine history shows
 MAX_CLAIMS = 10
 RETENTION_EVERY_SECONDS = 3600.0
+HISTORY_PAGE = 10  # images a page of /imagine history shows
 MIN_DELIVERY_GRACE_SECONDS = 5.0
 DAY = 86400.0
 DELIVERY_ATTEMPTS = 5
@@ -832,16 +832,16 @@ class Service:
             result.api_calls,
             f" reason={result.error_detail!r}" if result.error_detail else "",
         )
-        if result.state == "succeeded" and await self._cancelled(job):
-            # made and paid for, but its requester cancelled it meanwhile: not shown, and
-            # not in the conversation (a reply continues from the image before)
+        if await self._cancelled(job):
+            # paid for, but its requester cancelled it meanwhile: whatever came back is not
+            # shown, and not in the conversation (a reply continues from the image before)
             result = replace(
                 result,
                 state="failed",
                 parts=(),
                 images=(),
                 error_message=wording.CANCELLED_RUNNING,
-                error_detail="cancelled while generating",
+                error_detail=f"cancelled while generating ({result.error_detail or 'made'})",
             )
         try:
             finished = await self.store.finish(job.id, self.owner, result)
