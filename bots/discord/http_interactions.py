@@ -201,21 +201,24 @@ class InteractionsEndpoint:
             log.warning("dropped interaction %s discord.py could not read: %r", interaction_id, exc)
             return web.Response(status=400, text="not an interaction discord.py can read")
         try:
-            answer = await asyncio.wait_for(asyncio.shield(pending.answer), ANSWER_WITHIN_SECONDS)
-        except TimeoutError:
-            self._adapter.pending.pop(int(interaction_id), None)
-            pending.answer.cancel()
-            pending.sent.set()
-            log.warning("interaction %s had no answer within 3 seconds", interaction_id)
-            return web.Response(status=500, text="no answer in time")
-        response = web.json_response(answer)
-        try:
+            try:
+                answer = await asyncio.wait_for(
+                    asyncio.shield(pending.answer), ANSWER_WITHIN_SECONDS
+                )
+            except TimeoutError:
+                log.warning("interaction %s had no answer within 3 seconds", interaction_id)
+                return web.Response(status=500, text="no answer in time")
+            response = web.json_response(answer)
             await response.prepare(request)
             await response.write_eof()
             pending.delivered = True
+            return response
         finally:
+            # however this request ends (answered, too late, cut off, cancelled), a handler
+            # waiting on its answer goes on: told it was sent, or that it was not
+            self._adapter.pending.pop(int(interaction_id), None)
+            pending.answer.cancel()
             pending.sent.set()
-        return response
 
 
 def add_routes(app: web.Application, client: discord.Client, verifier: Verifier) -> None:
