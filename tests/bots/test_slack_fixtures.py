@@ -357,6 +357,11 @@ async def test_a_real_payload_does_what_a_person_expects(slack: Running, name: s
         assert not noticed and not seen.response_posts, noticed
     if expect.get("no_job"):
         assert new_jobs == 0 and not seen.statuses
+    if expect.get("home"):
+        user = replay.body["event"]["user"]
+        home = await fake.wait_until(lambda: fake.home_views.get(user))
+        assert home["type"] == "home" and home["blocks"]
+        assert not [c for c in seen.calls if c.method == "chat.postMessage"]
     texts = "\n".join(seen.texts())
     if expect.get("reply"):
         assert any(c.method != "chat.update" for c in seen.calls) or seen.response_posts, texts
