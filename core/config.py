@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # Bytes of image API answers held at once (read, parsed and decoded, until delivered):
     # a 4K PNG answer is ~53 MB of base64, so 200 of them cannot exhaust the memory
     memory_budget_mb: float = Field(512.0, ge=16, validation_alias="IMAGEBOT_MEMORY_BUDGET_MB")
-    max_jobs_per_user: int = Field(3, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
+    max_jobs_per_user: int = Field(4, ge=1, validation_alias="IMAGEBOT_MAX_JOBS_PER_USER")
     lease_seconds: float = Field(30.0, gt=0, validation_alias="IMAGEBOT_LEASE_SECONDS")
     progress_interval_seconds: float = Field(
         10.0, gt=0, validation_alias="IMAGEBOT_PROGRESS_INTERVAL_SECONDS"

@@ -9,7 +9,7 @@ from core.options import Options
 from core.quotas import Limits
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
-JobKind = Literal["generate", "reroll", "upscale", "edit", "blend"]
+JobKind = Literal["generate", "reroll", "upscale", "edit", "blend", "vary"]
 OPEN_STATES: tuple[JobState, ...] = ("queued", "running")
 
 
@@ -42,10 +42,17 @@ class Job:
     finished_at: float | None = None
     delivered_at: float | None = None
     delivery_attempts: int = 0
+    # variations (--n): every job of one request names the first one, which shows them all
+    group_id: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in ("succeeded", "failed")
+
+    @property
+    def leads_group(self) -> bool:
+        """Ungrouped, or the first of its variations: the job whose message shows them."""
+        return self.group_id is None or self.group_id == self.id
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,22 @@ class Outcome:
     text: str = ""
     error: str | None = None
     notice: str | None = None  # e.g. older images left out of the history
+    # variations: every job of the request with what it shows, in order (the first included)
+    variations: tuple[Variation, ...] = ()
 
     @property
     def ok(self) -> bool:
+        if self.variations:
+            return any(v.outcome.ok for v in self.variations)
         return self.error is None and bool(self.images)
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One image of a request for several: its own job (for its buttons) and outcome."""
+
+    job: Job
+    outcome: Outcome
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,23 @@ FLAGS = {
     "model": "model",
     "temp": "temperature",
     "text": "text",
+    "n": "n",
 }
 VALUELESS = {"text"}
-FLAG_LIST = "--ar, --size, --model, --temp or --text"
+FLAG_LIST = "--ar, --size, --model, --temp, --n or --text"
 EXAMPLES = {
     "aspect_ratio": "--ar 16:9",
     "size": "--size 2K",
     "model": "--model pro",
     "temperature": "--temp 0.4",
+    "n": "--n 4",
 }
 TEMPERATURE_ERROR = "`--temp` must be a number from 0 to 1 (for example `--temp 0.4`), not `{raw}`."
+MAX_VARIATIONS = 4  # images one request may ask for, each its own generation
+VARIATIONS_ERROR = (
+    f"`--n` is how many images to make at once, a whole number from 1 to {MAX_VARIATIONS} "
+    "(for example `--n 4`), not `{raw}`."
+)
 # Slack and macOS turn "--" into an em or en dash as people type.
 _DASHES = ("--", "\u2014", "\u2013")
 _TOKEN = re.compile(r"\S+")
@@ -41,6 +48,7 @@ class Options:
     size: str | None = None
     temperature: float | None = None
     text: bool | None = None
+    n: int | None = None  # variations: that many images, each its own generation
 
     def over(self, base: Options) -> Options:
         """These options, with anything not said taken from `base`."""
@@ -59,6 +67,7 @@ class ResolvedOptions:
     size: str
     temperature: float | None
     with_text: bool
+    count: int = 1  # images to make, each its own job
 
     def describe(self) -> str:
         parts = [self.model.name]
@@ -78,6 +87,7 @@ class ResolvedOptions:
             size=self.size,
             temperature=self.temperature,
             text=self.with_text,
+            n=self.count if self.count > 1 else None,
         )
 
 
@@ -159,6 +169,10 @@ def _parse_value(field: str, flag: str, raw: str) -> object:
         if not 0.0 <= value <= 1.0:
             raise UserFacingError(TEMPERATURE_ERROR.format(raw=raw))
         return value
+    if field == "n":
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_VARIATIONS):
+            raise UserFacingError(VARIATIONS_ERROR.format(raw=raw))
+        return int(raw)
     return raw  # model: checked against the catalog in resolve()
 
 
@@ -239,7 +253,10 @@ def resolve(
         _parse_value("temperature", "temp", str(typed.temperature))
     temperature = typed.temperature if typed.temperature is not None else defaults.temperature
     with_text = bool(typed.text if typed.text is not None else defaults.text)
-    return ResolvedOptions(model, ratio, size, temperature, with_text)
+    if typed.n is not None:
+        _parse_value("n", "n", str(typed.n))
+    count = typed.n if typed.n is not None else defaults.n or 1
+    return ResolvedOptions(model, ratio, size, temperature, with_text, min(count, MAX_VARIATIONS))
 
 
 def check_reference_count(model: Model, count: int, catalog: Catalog) -> None:

@@ -32,6 +32,7 @@ from core.jobs import (
     Submitted,
     UsageReport,
     UsageSummary,
+    Variation,
 )
 from core.options import Options, ResolvedOptions, check_prompt, parse, resolve
 from core.store import JobResult, NewImage, NewJob, Store, StoredImage, image_hash
@@ -59,6 +60,10 @@ UNDELIVERABLE = (
     "I made this but could not post it here after several tries (the reason is in the bot's "
     "log); ask whoever runs the bot to check its permissions in this conversation."
 )
+
+
+# what a button asks the model for when nobody typed anything
+_SAID_FOR_YOU = {"upscale": wording.UPSCALE_PROMPT, "vary": wording.VARY_PROMPT}
 
 
 class Service:
@@ -112,6 +117,7 @@ class Service:
         self._active: set[str] = set()
         self._running: set[str] = set()  # claimed by a worker here, result not yet stored
         self._delivering: set[str] = set()
+        self._delivering_groups: set[str] = set()
         # held requests whose work this process is doing: the only holds it renews
         self._holding: set[str] = set()
         # work the store refused, done again once it takes writes: runs to queue again,
@@ -313,7 +319,9 @@ class Service:
             self._unreleased.discard(key)
             self._holding.discard(key)
         for job_id, (message, detail) in list(self._unfailed.items()):
-            await self.store.fail_open_job(job_id, message, detail, requester_gone=True)
+            await self.store.fail_open_job(
+                job_id, message, detail, self.owner, self._lease, requester_gone=True
+            )
             del self._unfailed[job_id]
             self._active.discard(job_id)
         for job_id, (job, result) in list(self._unsaved.items()):
@@ -424,6 +432,10 @@ class Service:
                 async with asyncio.timeout(self.settings.lease_seconds):
                     await woken.wait()
 
+    @property
+    def _lease(self) -> float:
+        return self.settings.lease_seconds
+
     def _shared_platforms(self) -> list[str]:
         """Platforms whose published jobs and held requests this process may take on: those
         it can deliver to and that outlive it (not the terminal, whose person is only here)."""
@@ -449,6 +461,8 @@ class Service:
                     job.id,
                     "This request was interrupted when imagebot stopped.",
                     "terminal session ended",
+                    self.owner,
+                    self._lease,
                     requester_gone=True,
                 )
             elif job.finished:
@@ -510,11 +524,13 @@ class Service:
             return Submitted(existing, created=False, position=0)
 
         text = request.text
-        if request.kind == "upscale" and not text.strip():
-            text = wording.UPSCALE_PROMPT
+        if not text.strip() and request.kind in _SAID_FOR_YOU:
+            text = _SAID_FOR_YOU[request.kind]
         prompt, typed = parse(text)
         if request.options is not None:
             typed = request.options.over(typed)
+        if request.kind == "upscale":
+            typed = replace(typed, n=1)  # the one image picked, larger
         parent, thread_key, inherited = await self._place(request)
         if request.kind == "blend":
             prompt = await self._blend_prompt(request, prompt, parent)
@@ -556,7 +572,7 @@ class Service:
         if existing is not None:
             return Submitted(existing, created=False, position=0)
         request = replace(request, text=original.prompt, continue_job=None)
-        resolved = resolve(Options(), self.catalog, original.options)
+        resolved = resolve(Options(n=1), self.catalog, original.options)
         await self._check_limits(request, resolved)
         thread_key = await self.store.thread_key(original.conversation_id)
         assert thread_key is not None
@@ -596,6 +612,7 @@ class Service:
             options=resolved.as_options(),
             target=dict(request.target),
         )
+        variations = [uuid.uuid4().hex for _ in range(resolved.count - 1)]
         job, created = await self.store.create_job(
             new_job,
             thread_key=thread_key,
@@ -604,24 +621,30 @@ class Service:
             user_images=new_images,
             owner=self.owner,
             lease_seconds=self.settings.lease_seconds,
+            variations=variations,
         )
         if not created:
             return Submitted(job, created=False, position=0)
-        # queued and ours, but not to be run until it is shown (and its lease kept meanwhile)
-        self._announcing.add(job.id)
-        self._active.add(job.id)
+        # queued and ours, but not to be run until shown (and their leases kept meanwhile)
+        shown = [job.id, *variations]
+        self._announcing.update(shown)
+        self._active.update(shown)
         try:
-            return await self._show_and_queue(job, parent, resolved, announce)
+            return await self._show_and_queue(job, variations, parent, resolved, announce)
         finally:
-            self._announcing.discard(job.id)
+            self._announcing.difference_update(shown)
 
     async def _show_and_queue(
         self,
         job: Job,
+        variations: list[str],
         parent: Turn | None,
         resolved: ResolvedOptions,
         announce: Announce | None,
     ) -> Submitted:
+        """Show the request (its first job stands for all its variations), then let its
+        jobs run."""
+        shown = [job.id, *variations]
         if parent is not None:  # what it continues stays until it has run
             with contextlib.suppress(StoreError):  # only retention's bookkeeping
                 await self.store.touch_images(_image_hashes(await self.store.path_to(parent.id)))
@@ -640,33 +663,45 @@ class Service:
                     )
                 )
                 try:
-                    await self.store.fail_open_job(
-                        job.id, failure.message, failure.detail, requester_gone=True
-                    )
-                    self._active.discard(job.id)
+                    for job_id in shown:
+                        await self.store.fail_open_job(
+                            job_id,
+                            failure.message,
+                            failure.detail,
+                            self.owner,
+                            self._lease,
+                            requester_gone=True,
+                        )
+                        self._active.discard(job_id)
                 except StoreError:
                     # stored already: kept from running, and ended once writes work
-                    self._unfailed[job.id] = (failure.message, failure.detail)
+                    for job_id in shown:
+                        self._unfailed[job_id] = (failure.message, failure.detail)
                 raise failure from exc
             if more:
                 try:
-                    job = await self.store.update_target(job.id, {**job.target, **more})
+                    target = {**job.target, **more}
+                    job = await self.store.update_target(job.id, target)
+                    for job_id in variations:
+                        await self.store.update_target(job_id, target)
                 except StoreError:
                     # stored and shown: it runs, and its result is posted as a new message
                     log.warning("could not store where the request was shown", exc_info=True)
-        # before it is published: a worker here may claim it the moment it is, and keeps
-        # its lease from then on
-        self._active.discard(job.id)
-        if job.platform in self._resumable and await self._publish(job):
-            self._wake_soon()  # any process may run it now, this one included
-        else:
-            self._enqueue(job.id)
+        for job_id in shown:
+            # before it is published: a worker here may claim it the moment it is, and
+            # keeps its lease from then on
+            self._active.discard(job_id)
+            if job.platform in self._resumable and await self._publish(job_id):
+                self._wake_soon()  # any process may run it now, this one included
+            else:
+                self._enqueue(job_id)
         log.info(
-            "queued kind=%s platform=%s model=%s size=%s position=%d",
+            "queued kind=%s platform=%s model=%s size=%s n=%d position=%d",
             job.kind,
             job.platform,
             resolved.model.id,
             resolved.size,
+            resolved.count,
             position,
             extra={"job_id": job.id},
         )
@@ -712,6 +747,8 @@ class Service:
                     model=earlier.options.model,
                     aspect_ratio=earlier.options.aspect_ratio,
                     size=earlier.options.size,
+                    # Vary makes as many as the request it picks from
+                    n=earlier.options.n if request.kind == "vary" else None,
                 )
                 if earlier
                 else Options()
@@ -743,7 +780,8 @@ class Service:
             quotas.month_start(now).timestamp(),
         )
         scope = f"this {self._tenant_nouns.get(request.platform, 'workspace')}"
-        quotas.check(self.limits, counts, resolved.model.price(resolved.size), now, scope)
+        price = resolved.model.price(resolved.size)
+        quotas.check(self.limits, counts, price, now, scope, resolved.count)
 
     def _same_tenant(self, job: Job, platform: str, tenant: str) -> None:
         if job.platform != platform or job.tenant != tenant:
@@ -766,10 +804,10 @@ class Service:
 
     # running
 
-    async def _publish(self, job: Job) -> bool:
+    async def _publish(self, job_id: str) -> bool:
         """Hand a queued job to whichever process is free first (a shared queue only)."""
         try:
-            return await self.store.publish(job.id, self.owner)
+            return await self.store.publish(job_id, self.owner)
         except StoreError:
             return False  # it stays ours, and runs here
 
@@ -781,6 +819,8 @@ class Service:
                     "I could not finish this request after several tries; please ask again.",
                     f"interrupted {job.attempts - 1} times, {job.paid_runs} of them after "
                     "calling the image API",
+                    self.owner,
+                    self._lease,
                 )
                 if failed:
                     self._deliver_later(failed)
@@ -864,36 +904,43 @@ class Service:
             return False  # the result is shown: a Cancel that cannot be read cannot count
 
     async def cancel(self, platform: str, tenant: str, job_id: str, user_id: str) -> str:
-        """The requester stops a job: a queued one is never sent, a running one is not shown
-        (its API call still counts). Returns the sentence to tell them; a UserFacingError
-        when it is not theirs or has ended."""
+        """The requester stops a job, with any variations asked for with it: a queued one
+        is never sent, a running one is not shown (its API call still counts). Returns the
+        sentence to tell them; a UserFacingError when it is not theirs or has ended."""
         job = await self.job_for(platform, tenant, job_id)
         if job.user_id != user_id:
             raise UserFacingError(wording.ONLY_REQUESTER_CANCELS)
-        state, ended = await self.store.cancel_job(job.id, wording.CANCELLED_QUEUED)
-        if ended is not None:
-            log.info("cancelled by its requester while queued", extra={"job_id": job.id})
-            self._deliver_later(ended)
-            return "Cancelled: it was never sent to the model."
-        if state == "running":
+        jobs = await self.store.variations(job.group_id) if job.group_id else [job]
+        states = []
+        for each in jobs:
+            state, ended = await self.store.cancel_job(
+                each.id, wording.CANCELLED_QUEUED, self.owner, self._lease
+            )
+            states.append(state)
+            if ended is not None:
+                log.info("cancelled by its requester while queued", extra={"job_id": each.id})
+                self._deliver_later(ended)
+        if "running" in states:
             log.info("cancelled by its requester while generating", extra={"job_id": job.id})
             # shown at once, wherever it runs: its "Generating…" stops there at the next tick
             adapter = self._adapters.get(job.platform)
             if adapter is not None:
                 try:
-                    await adapter.progress(job, Progress("cancelling"))
+                    await adapter.progress(jobs[0], Progress("cancelling"))
                 except Exception:
                     log.warning("could not show the cancel", exc_info=True)
             return (
                 "Cancelled: the image will not be shown. The model was already working on it, "
                 "so it still counts toward usage."
             )
+        if "queued" in states:
+            return "Cancelled: it was never sent to the model."
         raise UserFacingError("This image has already finished, so there is nothing to cancel.")
 
     async def _tick(self, job: Job, started: float) -> None:
         adapter = self._adapters.get(job.platform)
-        if adapter is None:
-            return
+        if adapter is None or not job.leads_group:
+            return  # variations share their first job's message: it alone shows progress
         with contextlib.suppress(TimeoutError):  # an edit is worth less than a call started
             async with asyncio.timeout(self.settings.progress_interval_seconds):
                 await self._started.wait()
@@ -1053,8 +1100,22 @@ class Service:
         if adapter is None:
             log.error("no adapter for platform %s", job.platform)
             return
+        if job.group_id is not None:
+            if job.group_id in self._delivering_groups:
+                return
+            self._delivering_groups.add(job.group_id)
+            try:
+                grouped = await self._variations_outcome(job.group_id)
+                if grouped is not None:
+                    await self._show_result(adapter, *grouped)
+            finally:
+                self._delivering_groups.discard(job.group_id)
+            return
         if outcome is None:
             outcome = await self.outcome(job)
+        await self._show_result(adapter, job, outcome)
+
+    async def _show_result(self, adapter: Adapter, job: Job, outcome: Outcome) -> None:
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
                 keys = await adapter.deliver(job, outcome)
@@ -1086,6 +1147,16 @@ class Service:
                 self._unrecorded[job.id] = (job, keys)
             return
 
+    async def _variations_outcome(self, group_id: str) -> tuple[Job, Outcome] | None:
+        """A request for several images, once all have ended and when this process is to
+        deliver them: its first job, and what all of them show."""
+        jobs = await self.store.variations_to_deliver(group_id, self.owner)
+        if jobs is None:
+            return None  # others are still running, or another process delivers them
+        self._active.add(jobs[0].id)  # its lease kept while it is delivered
+        shown = [Variation(job, await self.outcome(job)) for job in jobs]
+        return jobs[0], replace(shown[0].outcome, variations=tuple(shown))
+
     async def _say_undeliverable(self, adapter: Adapter, job: Job) -> None:
         """After the last failed delivery, one sentence in place of the result, which needs
         less of the platform (no upload), so nobody is left looking at "Generating…"."""
@@ -1113,14 +1184,24 @@ class Service:
         jobs = await self.store.recent_images(
             platform, tenant, user_id, limit=HISTORY_PAGE + 1, offset=(page - 1) * HISTORY_PAGE
         )
-        items = [
-            HistoryItem(job, await self.store.message_keys(job.id)) for job in jobs[:HISTORY_PAGE]
-        ]
+        items = []
+        for job in jobs[:HISTORY_PAGE]:
+            keys = await self.store.message_keys(job.id)
+            if not keys and job.group_id:  # a variation: shown in its first job's message
+                keys = await self.store.message_keys(job.group_id)
+            items.append(HistoryItem(job, keys))
         return HistoryPage(items, page, more=len(jobs) > HISTORY_PAGE)
 
     async def message_keys(self, job: Job) -> list[str]:
-        """The platform messages linked to a job (for Delete)."""
-        return await self.store.message_keys(job.id)
+        """The platform messages linked to a job (for Delete), and to the variations asked
+        for with it when it is the first of them (its message shows them all)."""
+        if job.group_id != job.id:
+            return await self.store.message_keys(job.id)
+        return [
+            key
+            for each in await self.store.variations(job.id)
+            for key in await self.store.message_keys(each.id)
+        ]
 
     async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
         return await self.store.user_defaults(platform, tenant, user_id)

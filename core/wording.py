@@ -5,6 +5,10 @@ from __future__ import annotations
 INTERNAL = "Something went wrong on my side; it has been logged. Please try again."
 GONE = "I cannot find that image any more; start a new request with /imagine."
 UPSCALE_PROMPT = "Recreate this exact image at a higher resolution; change nothing else."
+VARY_PROMPT = (
+    "Make a variation of this image: keep its subject, composition and style, and change "
+    "the details."
+)
 RESUMED = "I was restarted while reading your message; working on it again now."
 BLEND_PROMPT = "Blend these images into one image"
 BLEND_LAST_TWO = "Blend the last two images of this conversation into one image"

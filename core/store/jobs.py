@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from core.conversations import StoredPart
@@ -79,17 +80,21 @@ class JobStore:
         user_images: Sequence[NewImage],
         owner: str,
         lease_seconds: float,
+        variations: Sequence[str] = (),
     ) -> tuple[Job, bool]:
         """Persist a job, its conversation and (unless `user_parts` is None) its user turn.
 
         With `user_parts` None the job reuses `parent_turn_id` as its user turn (a re-roll).
         Returns the existing job and False when the idempotency key was seen before.
         Images in `user_parts` are referenced by hash; their bytes come in `user_images`.
+        `variations` are the ids of more jobs for the same request, stored with it: each
+        makes another image beside the first (a sibling model turn), and the first job is
+        delivered, with all of them, once every one has ended.
         """
         now = self._clock()
         try:
             async with self._db.transaction() as tx:
-                return await self._insert_job(
+                first, created = await self._insert_job(
                     tx,
                     job,
                     now,
@@ -100,6 +105,37 @@ class JobStore:
                     owner,
                     lease_seconds,
                 )
+                if not created or not variations:
+                    return first, created
+                for index, variation_id in enumerate(variations, start=2):
+                    await self._insert_job(
+                        tx,
+                        replace(
+                            job,
+                            id=variation_id,
+                            idempotency_key=f"{job.idempotency_key}#{index}",
+                        ),
+                        now,
+                        thread_key,
+                        first.user_turn_id,
+                        None,
+                        (),
+                        owner,
+                        lease_seconds,
+                    )
+                await tx.execute(
+                    f"UPDATE jobs SET group_id = ? WHERE id IN ({_marks([first.id, *variations])})",
+                    first.id,
+                    first.id,
+                    *variations,
+                )
+                row = await tx.fetchrow(
+                    f"UPDATE jobs SET group_open = ? WHERE id = ? RETURNING {JOB_COLUMNS}",
+                    1 + len(variations),
+                    first.id,
+                )
+                assert row is not None
+                return job_of(row), True
         except _Duplicate:
             # the same request stored at the same moment by another transaction (PostgreSQL
             # runs them side by side): everything this one wrote is rolled back
@@ -315,8 +351,8 @@ class JobStore:
         now = self._clock()
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
-                "SELECT conversation_id, user_turn_id FROM jobs WHERE id = ? AND owner = ? "
-                "AND state = 'running'",
+                "SELECT conversation_id, user_turn_id, lease_expires_at FROM jobs WHERE id = ? "
+                "AND owner = ? AND state = 'running'",
                 job_id,
                 owner,
             )
@@ -354,6 +390,8 @@ class JobStore:
                 now,
                 job_id,
             )
+            if updated is not None:  # this run's lease, kept while it is delivered
+                await _leave_group(tx, updated, owner, row["lease_expires_at"])
         return job_of(updated) if updated else None
 
     async def record_delivery(
@@ -374,6 +412,14 @@ class JobStore:
                     now,
                     job.id,
                 )
+                if job.group_id == job.id:  # the first of several shows them all
+                    await tx.execute(
+                        "UPDATE jobs SET delivered_at = ? WHERE group_id = ? AND id <> ? "
+                        "AND delivered_at IS NULL",
+                        now,
+                        job.id,
+                        job.id,
+                    )
                 for order, key in enumerate(message_keys):
                     # apart by a microsecond each, so they read back in the order given
                     await tx.execute(LINK, *_link_row(job, key, now + order * 1e-6))
@@ -407,31 +453,51 @@ class JobStore:
             )
 
     async def fail_open_job(
-        self, job_id: str, message: str, detail: str, *, requester_gone: bool = False
+        self,
+        job_id: str,
+        message: str,
+        detail: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        requester_gone: bool = False,
     ) -> Job | None:
         """Give up on an open job: it ends failed with `message`.
 
         `requester_gone` also closes its delivery (a terminal session that has ended).
+        `owner` is the process giving up, which delivers its variations if it ended the last.
         """
         now = self._clock()
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
-                "UPDATE jobs SET state = CASE WHEN state IN ('queued', 'running') THEN 'failed' "
-                "ELSE state END, error_message = COALESCE(error_message, ?), "
+                "UPDATE jobs SET state = 'failed', error_message = COALESCE(error_message, ?), "
                 "error_detail = COALESCE(error_detail, ?), finished_at = COALESCE(finished_at, ?), "
-                f"delivery_abandoned_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}",
+                "delivery_abandoned_at = ? WHERE id = ? AND state IN ('queued', 'running') "
+                f"RETURNING {JOB_COLUMNS}",
                 message,
                 detail,
                 now,
                 now if requester_gone else None,
                 job_id,
             )
+            if row is not None:
+                await _leave_group(tx, row, owner, now + lease_seconds)
+                return job_of(row)
+            row = await tx.fetchrow(
+                f"UPDATE jobs SET delivery_abandoned_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}",
+                now if requester_gone else None,
+                job_id,
+            )
         return job_of(row) if row else None
 
-    async def cancel_job(self, job_id: str, message: str) -> tuple[str, Job | None]:
+    async def cancel_job(
+        self, job_id: str, message: str, owner: str, lease_seconds: float
+    ) -> tuple[str, Job | None]:
         """The requester's Cancel. A queued job ends failed with `message` at once, so it
         is never sent; a running one is marked, and its result is not shown when it comes.
-        Returns the state the job was in and, for a queued one, the job as it ended."""
+        Returns the state the job was in and, for a queued one, the job as it ended.
+        `owner` is the process cancelling it, which delivers its variations if it ended
+        the last."""
         now = self._clock()
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
@@ -444,6 +510,7 @@ class JobStore:
                 job_id,
             )
             if row is not None:
+                await _leave_group(tx, row, owner, now + lease_seconds)
                 return "queued", job_of(row)
             marked = await tx.fetchrow(
                 "UPDATE jobs SET cancelled_at = COALESCE(cancelled_at, ?) "
@@ -452,6 +519,28 @@ class JobStore:
                 job_id,
             )
         return ("running" if marked else "finished"), None
+
+    async def variations(self, group_id: str) -> list[Job]:
+        """The jobs of a request for several images, in order."""
+        rows = await self._db.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE group_id = ? ORDER BY seq", group_id
+        )
+        return [job_of(row) for row in rows]
+
+    async def variations_to_deliver(self, group_id: str, owner: str) -> list[Job] | None:
+        """The jobs of a request for several images, in order, when they have all ended,
+        are not delivered yet, and `owner` is the process to deliver them (the one that
+        ended the last, or took them over); else None."""
+        rows = await self._db.fetch(
+            f"SELECT {JOB_COLUMNS}, group_open, owner FROM jobs WHERE group_id = ? ORDER BY seq",
+            group_id,
+        )
+        if not rows:
+            return None
+        first = rows[0]
+        if first["group_open"] or first["owner"] != owner or first["delivered_at"] is not None:
+            return None
+        return [job_of(_without(row, "group_open", "owner")) for row in rows]
 
     async def recent_images(
         self, platform: str, tenant: str, user_id: str, *, limit: int, offset: int
@@ -546,7 +635,9 @@ class JobStore:
                 f"SELECT id FROM jobs WHERE platform IN ({marks}) AND lease_expires_at < ? "
                 # a published job belongs to no process: any claims it, none takes it over
                 "AND owner IS NOT NULL AND (state IN ('queued', 'running') OR "
-                "(delivered_at IS NULL AND delivery_abandoned_at IS NULL))"
+                "(delivered_at IS NULL AND delivery_abandoned_at IS NULL "
+                # variations are delivered together, by the first, once all have ended
+                "AND (group_id IS NULL OR (group_id = id AND group_open = 0))))"
                 f"{_skip_locked(self._db)}",
                 *platforms,
                 now,
@@ -564,6 +655,27 @@ class JobStore:
                 if job:
                     taken.append(job_of(job))
         return sorted(taken, key=lambda job: job.seq)
+
+
+async def _leave_group(tx: Tx, ended: Any, owner: str, lease_expires_at: float) -> None:
+    """A job that just ended no longer keeps its request's variations open; the last to
+    end makes `owner` their deliverer, in the same transaction, so that a crash before the
+    delivery leaves them to be taken over like any finished job."""
+    group_id = ended["group_id"]
+    if group_id is None:
+        return
+    await tx.execute(
+        "UPDATE jobs SET owner = CASE WHEN group_open = 1 THEN ? ELSE owner END, "
+        "lease_expires_at = CASE WHEN group_open = 1 THEN ? ELSE lease_expires_at END, "
+        "group_open = group_open - 1 WHERE id = ? AND group_open > 0",
+        owner,
+        lease_expires_at,
+        group_id,
+    )
+
+
+def _without(row: Any, *names: str) -> dict[str, Any]:
+    return {key: value for key, value in dict(row).items() if key not in names}
 
 
 def _marks(values: Sequence[object]) -> str:

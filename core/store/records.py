@@ -17,7 +17,7 @@ JOB_COLUMNS = (
     "model_turn_id, prompt, options, target, state, attempts, api_calls, paid_runs, "
     "error_message, notice, "
     "output_tokens, total_tokens, cost_usd, created_at, started_at, finished_at, delivered_at, "
-    "delivery_attempts"
+    "delivery_attempts, group_id"
 )
 
 

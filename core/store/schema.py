@@ -163,6 +163,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN cancelled_at REAL;
     """,
+    # variations: the jobs of one request name the first, which counts those still open
+    # and is delivered, with all of them, once none is
+    """
+    ALTER TABLE jobs ADD COLUMN group_id TEXT;
+    ALTER TABLE jobs ADD COLUMN group_open INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_by_group ON jobs (group_id);
+    """,
 )
 
 _POSTGRES_TYPES = (

@@ -37,7 +37,7 @@ def test_line_breaks_in_the_prompt_survive() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("x --foo", "`--foo` is not an option: use --ar, --size, --model, --temp or --text."),
+        ("x --foo", "`--foo` is not an option: use --ar, --size, --model, --temp, --n or --text."),
         ("x --ar", "`--ar` needs a value, for example `--ar 16:9`."),
         ("x --ar wide", "`--ar` wants a ratio like 16:9, and `wide` is not one."),
         ("x --size 3K", "`--size` must be one of 0.5K, 1K, 2K, 4K, and `3K` is not."),

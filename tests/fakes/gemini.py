@@ -926,7 +926,10 @@ class FakeGemini:
             png = stamp(await self._photo((width, height)), f"{uuid.uuid4().hex} {prompt}")
         else:
             mime_type = "image/png"
-            png = await asyncio.to_thread(render_png, prompt, width, height)
+            # every answer is its own picture, as a real model's is, even for one prompt
+            png = stamp(
+                await asyncio.to_thread(render_png, prompt, width, height), uuid.uuid4().hex
+            )
         signing = model.thought_signatures
         signatures: list[str] = []
         parts: list[dict[str, Any]] = []
