@@ -76,6 +76,13 @@ class Outcome:
     variations: tuple[Variation, ...] = ()
 
     @property
+    def every_image(self) -> tuple[ResultImage, ...]:
+        """Its images, or each variation's in turn."""
+        if self.variations:
+            return tuple(image for v in self.variations for image in v.outcome.images)
+        return self.images
+
+    @property
     def ok(self) -> bool:
         if self.variations:
             return any(v.outcome.ok for v in self.variations)

@@ -1212,7 +1212,9 @@ class Service:
         """Save `changes` over a user's defaults; a new model keeps the saved ratio and size
         only where it makes them."""
         current = await self.store.user_defaults(platform, tenant, user_id)
-        kept = Options(aspect_ratio=current.aspect_ratio, size=current.size, model=current.model)
+        kept = Options(
+            aspect_ratio=current.aspect_ratio, size=current.size, model=current.model, n=current.n
+        )
         if changes.model is not None:
             chosen = self.catalog.get(changes.model)
             kept = Options(
@@ -1220,9 +1222,10 @@ class Service:
                 if kept.aspect_ratio in chosen.aspect_ratios
                 else None,
                 size=kept.size if kept.size in chosen.sizes else None,
+                n=kept.n,
             )
         wanted = Options(
-            model=changes.model, aspect_ratio=changes.aspect_ratio, size=changes.size
+            model=changes.model, aspect_ratio=changes.aspect_ratio, size=changes.size, n=changes.n
         ).over(kept)
         return await self.set_user_defaults(platform, tenant, user_id, wanted)
 

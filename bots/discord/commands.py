@@ -11,10 +11,12 @@ from discord import app_commands
 from bots.discord import forms, messages
 from bots.discord.delivery import NO_PING
 from core.catalog import SIZES, Catalog, Model
+from core.options import MAX_VARIATIONS
 
 log = logging.getLogger(__name__)
 
 CHOICES_MAX = 25  # Discord's limit per option
+N_HELP = f"How many images to make at once, each its own (1 to {MAX_VARIATIONS})"
 COMMAND_NAMES = ("imagine", "blend", "imagine-settings", "imagine-usage", "imagine-history")
 # /blend has 16 image options: more than any model takes, so a blend of too many is told
 # the model's limit rather than cut short
@@ -170,6 +172,7 @@ def add_commands(
         image2="Another reference image",
         image3="A third reference image",
         text="Also ask the model for a few words about the image",
+        n=N_HELP,
     )
     @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
     async def imagine(
@@ -183,6 +186,7 @@ def add_commands(
         image2: Optional[discord.Attachment] = None,  # noqa: UP045
         image3: Optional[discord.Attachment] = None,  # noqa: UP045
         text: Optional[bool] = None,  # noqa: UP045
+        n: Optional[app_commands.Range[int, 1, MAX_VARIATIONS]] = None,  # noqa: UP045
     ) -> None:
         typed = forms.ImagineOptions(
             prompt=prompt,
@@ -191,6 +195,7 @@ def add_commands(
             size=size,
             temperature=temperature,
             text=text,
+            n=n,
         )
         await _handlers(interaction).imagine(interaction, typed, [image, image2, image3])
 
@@ -201,6 +206,7 @@ def add_commands(
         model="Default model",
         aspect_ratio="Default shape",
         size="Default resolution",
+        n="Default number of images a request makes (1 to 4)",
         reset="Forget your defaults",
     )
     @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
@@ -209,10 +215,11 @@ def add_commands(
         model: Optional[str] = None,  # noqa: UP045
         aspect_ratio: Optional[str] = None,  # noqa: UP045
         size: Optional[str] = None,  # noqa: UP045
+        n: Optional[app_commands.Range[int, 1, MAX_VARIATIONS]] = None,  # noqa: UP045
         reset: bool = False,
     ) -> None:
         await _handlers(interaction).show_settings(
-            interaction, model=model, aspect_ratio=aspect_ratio, size=size, reset=reset
+            interaction, model=model, aspect_ratio=aspect_ratio, size=size, n=n, reset=reset
         )
 
     @tree.command(
@@ -243,6 +250,7 @@ def add_commands(
         aspect_ratio="Shape of the image",
         size="Resolution",
         model="Which image model to use (each takes a different number of images)",
+        n=N_HELP,
     )
     @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
     async def blend(
@@ -253,6 +261,7 @@ def add_commands(
         aspect_ratio: Optional[str] = None,  # noqa: UP045
         size: Optional[str] = None,  # noqa: UP045
         model: Optional[str] = None,  # noqa: UP045
+        n: Optional[app_commands.Range[int, 1, MAX_VARIATIONS]] = None,  # noqa: UP045
         image3: Optional[discord.Attachment] = None,  # noqa: UP045
         image4: Optional[discord.Attachment] = None,  # noqa: UP045
         image5: Optional[discord.Attachment] = None,  # noqa: UP045
@@ -269,7 +278,7 @@ def add_commands(
         image16: Optional[discord.Attachment] = None,  # noqa: UP045
     ) -> None:
         typed = forms.ImagineOptions(
-            prompt=prompt, model=model, aspect_ratio=aspect_ratio, size=size
+            prompt=prompt, model=model, aspect_ratio=aspect_ratio, size=size, n=n
         )
         images = [
             image1,

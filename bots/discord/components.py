@@ -23,6 +23,8 @@ class ButtonHandlers(Protocol):
 
     async def edit(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
+    async def vary(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
@@ -36,16 +38,18 @@ def _handlers(interaction: discord.Interaction) -> ButtonHandlers:
 Button = discord.ui.Button[discord.ui.View]
 
 
+def _button(
+    custom_id: str,
+    label: str,
+    emoji: str,
+    style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+) -> Button:
+    return discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id)
+
+
 class RerollButton(discord.ui.DynamicItem[Button], template=rf"imagebot:reroll:{_JOB}"):
-    def __init__(self, job_id: str, *, label: str = "Re-roll") -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                emoji="🎲",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagebot:reroll:{job_id}",
-            )
-        )
+    def __init__(self, job_id: str, *, label: str = "Re-roll", row: int | None = None) -> None:
+        super().__init__(_button(f"imagebot:reroll:{job_id}", label, "🎲"), row=row)
         self.job_id = job_id
 
     @classmethod
@@ -61,15 +65,11 @@ class RerollButton(discord.ui.DynamicItem[Button], template=rf"imagebot:reroll:{
 class UpscaleButton(
     discord.ui.DynamicItem[Button], template=rf"imagebot:upscale:(?P<size>[0-9.]+K):{_JOB}"
 ):
-    def __init__(self, job_id: str, size: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=f"Upscale {size}",
-                emoji="🔍",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagebot:upscale:{size}:{job_id}",
-            )
-        )
+    def __init__(
+        self, job_id: str, size: str, *, label: str | None = None, row: int | None = None
+    ) -> None:
+        custom_id = f"imagebot:upscale:{size}:{job_id}"
+        super().__init__(_button(custom_id, label or f"Upscale {size}", "🔍"), row=row)
         self.job_id = job_id
         self.size = size
 
@@ -84,15 +84,9 @@ class UpscaleButton(
 
 
 class EditButton(discord.ui.DynamicItem[Button], template=rf"imagebot:edit:{_JOB}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Edit",
-                emoji="✏️",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"imagebot:edit:{job_id}",
-            )
-        )
+    def __init__(self, job_id: str, *, label: str = "Edit", row: int | None = None) -> None:
+        primary = discord.ButtonStyle.primary
+        super().__init__(_button(f"imagebot:edit:{job_id}", label, "✏️", primary), row=row)
         self.job_id = job_id
 
     @classmethod
@@ -105,16 +99,27 @@ class EditButton(discord.ui.DynamicItem[Button], template=rf"imagebot:edit:{_JOB
         await _handlers(interaction).edit(interaction, self.job_id)
 
 
+class VaryButton(discord.ui.DynamicItem[Button], template=rf"imagebot:vary:{_JOB}"):
+    """As many new images as the request it is under made, each a variation of this one."""
+
+    def __init__(self, job_id: str, *, label: str = "Vary", row: int | None = None) -> None:
+        super().__init__(_button(f"imagebot:vary:{job_id}", label, "🌀"), row=row)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> VaryButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).vary(interaction, self.job_id)
+
+
 class DeleteButton(discord.ui.DynamicItem[Button], template=rf"imagebot:delete:{_JOB}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"imagebot:delete:{job_id}",
-            )
-        )
+    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+        danger = discord.ButtonStyle.danger
+        super().__init__(_button(f"imagebot:delete:{job_id}", "Delete", "🗑️", danger), row=row)
         self.job_id = job_id
 
     @classmethod
@@ -131,14 +136,7 @@ class CancelButton(discord.ui.DynamicItem[Button], template=rf"imagebot:cancel:{
     """Under a queued or generating job: its requester stops it."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"imagebot:cancel:{job_id}",
-            )
-        )
+        super().__init__(_button(f"imagebot:cancel:{job_id}", "Cancel", "✖️"))
         self.job_id = job_id
 
     @classmethod
@@ -151,7 +149,14 @@ class CancelButton(discord.ui.DynamicItem[Button], template=rf"imagebot:cancel:{
         await _handlers(interaction).cancel(interaction, self.job_id)
 
 
-DYNAMIC_ITEMS = (RerollButton, UpscaleButton, EditButton, DeleteButton, CancelButton)
+DYNAMIC_ITEMS = (
+    RerollButton,
+    UpscaleButton,
+    EditButton,
+    VaryButton,
+    DeleteButton,
+    CancelButton,
+)
 
 
 def progress_view(job_id: str) -> discord.ui.View:
@@ -162,13 +167,31 @@ def progress_view(job_id: str) -> discord.ui.View:
 
 
 def result_view(job_id: str, upscale_sizes: Sequence[str]) -> discord.ui.View:
-    """Re-roll, one Upscale per larger size, Edit and Delete."""
+    """Re-roll, one Upscale per larger size, Edit, Vary and Delete."""
     view = discord.ui.View(timeout=None)
     view.add_item(RerollButton(job_id))
     for size in upscale_sizes:
         view.add_item(UpscaleButton(job_id, size))
     view.add_item(EditButton(job_id))
+    view.add_item(VaryButton(job_id))
     view.add_item(DeleteButton(job_id))
+    return view
+
+
+def variations_view(
+    made: Sequence[tuple[str, Sequence[str]]], delete_job_id: str
+) -> discord.ui.View:
+    """Under several images: a row for each (its job id and larger sizes), numbered as the
+    images are, and a last row with Delete (of them all). At most four rows of five."""
+    view = discord.ui.View(timeout=None)
+    for row, (job_id, sizes) in enumerate(made):
+        number = row + 1
+        view.add_item(RerollButton(job_id, label=f"Re-roll {number}", row=row))
+        for size in sizes[:2]:  # five buttons fit in a row
+            view.add_item(UpscaleButton(job_id, size, label=f"{number}: {size}", row=row))
+        view.add_item(EditButton(job_id, label=f"Edit {number}", row=row))
+        view.add_item(VaryButton(job_id, label=f"Vary {number}", row=row))
+    view.add_item(DeleteButton(delete_job_id, row=len(made)))
     return view
 
 

@@ -214,7 +214,13 @@ class DiscordDelivery:
         limit = messages.display_limit(target.upload_limit)
         files: list[tuple[str, bytes]] = []
         notes: list[str] = []
-        for index, image in enumerate(outcome.images):
+        # several images of one request show one image each (the first of each answer)
+        shown = (
+            [v.outcome.images[:1] for v in outcome.variations if v.outcome.ok]
+            if outcome.variations
+            else [outcome.images]
+        )
+        for index, image in enumerate(image for each in shown for image in each):
             fitted = await images.fit_under(image.data, image.mime_type, limit)
             if fitted.note:
                 log.info("image %d %s", index + 1, fitted.note, extra={"job_id": job.id})
@@ -224,12 +230,25 @@ class DiscordDelivery:
             files.append((messages.image_filename(job, index, fitted.mime_type), fitted.data))
         if outcome.notice:
             notes.append(outcome.notice)
+        catalog = self._service.catalog
+        if outcome.variations:
+            made = [v for v in outcome.variations if v.outcome.ok]
+            embeds = messages.variation_embeds(
+                job,
+                outcome,
+                catalog,
+                image_names=[name for name, _ in files],
+                failures=[
+                    v.outcome.error or NO_IMAGE for v in outcome.variations if not v.outcome.ok
+                ],
+                notes=notes,
+            )
+            rows = [(v.job.id, await self._service.upscale_sizes(v.job)) for v in made]
+            return Rendered(
+                embeds=embeds, files=files, view=components.variations_view(rows, job.id)
+            )
         embed = messages.result_embed(
-            job,
-            outcome,
-            self._service.catalog,
-            image_name=files[0][0] if files else None,
-            notes=notes,
+            job, outcome, catalog, image_name=files[0][0] if files else None, notes=notes
         )
         view = components.result_view(job.id, await self._service.upscale_sizes(job))
         return Rendered(embeds=[embed], files=files, view=view)

@@ -22,6 +22,7 @@ class ImagineOptions:
     size: str | None = None
     temperature: float | None = None
     text: bool | None = None
+    n: int | None = None
 
     def options(self) -> Options:
         return Options(
@@ -30,6 +31,7 @@ class ImagineOptions:
             size=self.size,
             temperature=self.temperature,
             text=self.text,
+            n=self.n,
         )
 
 

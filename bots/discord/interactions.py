@@ -124,6 +124,11 @@ class Interactions:
         if await self._admit(interaction):
             await self._take(interaction, text="", kind="reroll", continue_job=job_id)
 
+    async def vary(self, interaction: discord.Interaction, job_id: str) -> None:
+        if await self._admit(interaction):
+            # core says what a variation asks for, and makes as many as the image's request
+            await self._take(interaction, text="", kind="vary", continue_job=job_id)
+
     async def upscale(self, interaction: discord.Interaction, job_id: str, size: str) -> None:
         if await self._admit(interaction):
             await self._take(
@@ -211,6 +216,7 @@ class Interactions:
         aspect_ratio: str | None,
         size: str | None,
         reset: bool,
+        n: int | None = None,
     ) -> None:
         if not await self._admit(interaction):
             return
@@ -222,8 +228,8 @@ class Interactions:
             if reset:
                 saved = await self.service.set_user_defaults(PLATFORM, tenant, user, Options())
                 text = messages.settings_text(saved, self.catalog, saved=True)
-            elif model or aspect_ratio or size:
-                changes = Options(model=model, aspect_ratio=aspect_ratio, size=size)
+            elif model or aspect_ratio or size or n:
+                changes = Options(model=model, aspect_ratio=aspect_ratio, size=size, n=n)
                 saved = await self.service.change_user_defaults(PLATFORM, tenant, user, changes)
                 text = messages.settings_text(saved, self.catalog, saved=True)
             else:

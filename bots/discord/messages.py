@@ -37,7 +37,7 @@ VOICE_MESSAGE = (
 
 # "@everyone", "@here", <@123>, <@!123>, <@&123>: shown as typed, never as a ping
 _MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>")
-_TITLES = {"reroll": "🎲 Re-roll", "edit": "✏️ Edit"}
+_TITLES = {"reroll": "🎲 Re-roll", "edit": "✏️ Edit", "vary": "🌀 Variations"}
 
 
 def no_ping(text: str) -> str:
@@ -155,6 +155,33 @@ def result_embed(
     return embed
 
 
+def variation_embeds(
+    job: Job,
+    outcome: Outcome,
+    catalog: Catalog,
+    *,
+    image_names: list[str],
+    failures: list[str],
+    notes: list[str],
+) -> list[discord.Embed]:
+    """Several images of one request: the card (numbered "1") with the first image, then
+    one numbered embed for each other image; why any was not made is on the card."""
+    cards = []
+    for number, name in enumerate(image_names, start=1):
+        if number == 1:
+            embed = result_embed(job, outcome, catalog, image_name=name, notes=notes)
+            embed.title = f"{embed.title or '🖼️ Images'} · 1 of {len(image_names)}"
+            for reason in failures:
+                embed.add_field(
+                    name="One image was not made", value=clip(reason, FIELD_MAX), inline=False
+                )
+        else:
+            embed = discord.Embed(title=f"{number} of {len(image_names)}", colour=COLOUR)
+            embed.set_image(url=f"attachment://{name}")
+        cards.append(embed)
+    return cards
+
+
 def fitted_note(note: str) -> str:
     """FittedImage.note as said to the user: "The image was downscaled to … limit."."""
     return f"The image was {note}."
@@ -194,9 +221,11 @@ def settings_text(options: Options, catalog: Catalog, *, saved: bool) -> str:
     model_text = f"**{model.name}**" if model else f"not set ({catalog.default.name})"
     ratio_text = f"**{options.aspect_ratio}**" if options.aspect_ratio else "not set (the model's)"
     size_text = f"**{options.size}**" if options.size else "not set (1K where the model has it)"
+    n_text = f"**{options.n}**" if options.n else "not set (1)"
     head = "Saved. Your defaults now:" if saved else "Your defaults:"
     return (
         f"{head}\n• Model: {model_text}\n• Aspect ratio: {ratio_text}\n• Size: {size_text}\n"
+        f"• Images a request: {n_text}\n"
         "Options given to /imagine, or typed as flags, win over these."
     )
 

@@ -22,7 +22,7 @@ PLATFORM = "shell"
 TENANT = "local"
 HELP = (
     "Type a prompt to make an image; later lines edit it (same conversation).\n"
-    "Options: --ar 16:9  --size 2K  --model pro  --temp 0.4  --text\n"
+    "Options: --ar 16:9  --size 2K  --model pro  --temp 0.4  --n 4  --text\n"
     "/attach PATH  add a reference image to your next message\n"
     "/new          start a fresh conversation\n"
     "/help         show this again\n"
@@ -88,7 +88,7 @@ class TerminalAdapter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         paths = []
-        for number, image in enumerate(outcome.images, start=1):
+        for number, image in enumerate(outcome.every_image, start=1):
             path = self.out_dir / f"{stamp}-{job.id[:8]}-{number}{extension_for(image.mime_type)}"
             path.write_bytes(image.data)  # exactly the bytes the API returned
             paths.append(path)

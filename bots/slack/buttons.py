@@ -1,4 +1,4 @@
-"""The buttons under a result (Re-roll, Upscale, Edit and Delete) and under a job in
+"""The buttons under a result (Re-roll, Upscale, Edit, Vary and Delete) and under a job in
 progress (Cancel).
 
 A button carries only the job id; the job, its thread and its owner are read from the
@@ -66,14 +66,14 @@ class Buttons:
             # first: the trigger id is good for three seconds only
             client = await ctx.client(click.team.id)
             await client.views_open(trigger_id=click.trigger_id, view=messages.edit_view(job))
-        elif action.action_id == messages.REROLL:
+        elif action.action_id in (messages.REROLL, messages.VARY):
             request = Request(
                 platform=PLATFORM,
                 tenant=click.team.id,
                 user_id=user,
-                text="",
+                text="",  # core says what a variation asks for
                 idempotency_key=key,
-                kind="reroll",
+                kind="reroll" if action.action_id == messages.REROLL else "vary",
                 continue_job=job.id,
                 target=target,
             )

@@ -170,6 +170,8 @@ class SlackDelivery:
                 client, target, messages.failed(job, self.catalog, reason, outcome.text)
             )
             return keys
+        # each image with the job that made it: one, or each of several variations'
+        made = [(v.job, v.outcome) for v in outcome.variations if v.outcome.ok] or [(job, outcome)]
         shared = [key.removeprefix("file:") for key in linked if key.startswith("file:")]
         if shared:
             # uploaded by an earlier attempt, perhaps in a process that has since died
@@ -177,20 +179,37 @@ class SlackDelivery:
         if job.id not in self._uploaded:
             self._uploaded[job.id] = await upload_images(
                 client,
-                outcome.images,
+                [image for _, shown in made for image in shown.images],
                 channel=target.channel,
                 thread_ts=target.results_thread,
                 comment=messages.escape(outcome.text) if outcome.text else None,
                 title=_file_title(job),
                 stem=f"imagebot-{job.id[:8]}",
             )
-        for file_id in self._uploaded[job.id]:
-            if f"file:{file_id}" not in linked:
-                # stored before the final edit, so a retry after a crash finds it
-                await self.service.link_message(job, f"file:{file_id}")
-        keys += [f"file:{file_id}" for file_id in self._uploaded[job.id]]
-        seconds = job.finished_at - job.started_at if job.finished_at and job.started_at else None
-        done = messages.done(
+        uploaded = iter(self._uploaded[job.id])
+        for maker, shown in made:
+            for file_id in [next(uploaded, None) for _ in shown.images]:
+                if file_id is not None and f"file:{file_id}" not in linked:
+                    # stored before the final edit, so a retry after a crash finds it; a
+                    # reply to a variation's file continues from that variation
+                    await self.service.link_message(maker, f"file:{file_id}")
+                if file_id is not None and maker.id == job.id:
+                    keys.append(f"file:{file_id}")
+        await self._show(client, target, await self._done(job, outcome, target))
+        return keys
+
+    async def _done(self, job: Job, outcome: Outcome, target: Target) -> messages.Message:
+        seconds = _took([v.job for v in outcome.variations] or [job])
+        if outcome.variations:
+            return messages.done_variations(
+                job,
+                self.catalog,
+                outcome.variations,
+                seconds=seconds,
+                notice=outcome.notice,
+                upscale_sizes=[await self.service.upscale_sizes(v.job) for v in outcome.variations],
+            )
+        return messages.done(
             job,
             self.catalog,
             seconds=seconds,
@@ -198,8 +217,6 @@ class SlackDelivery:
             upscale_sizes=await self.service.upscale_sizes(job),
             images_below=target.thread_ts is not None or not target.threaded,
         )
-        await self._show(client, target, done)
-        return keys
 
     async def _show(
         self, client: AsyncWebClient, target: Target, message: messages.Message
@@ -267,6 +284,13 @@ class SlackDelivery:
         for edit in list(self._edits):
             edit.cancel()
         await asyncio.gather(*self._edits, return_exceptions=True)
+
+
+def _took(jobs: list[Job]) -> float | None:
+    """From the first start to the last end: how long the person waited for the images."""
+    starts = [j.started_at for j in jobs if j.started_at]
+    ends = [j.finished_at for j in jobs if j.finished_at]
+    return max(ends) - min(starts) if starts and ends else None
 
 
 def _file_title(job: Job) -> str:

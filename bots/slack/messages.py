@@ -8,8 +8,8 @@ from typing import Any, TypedDict
 from core import wording
 from core.catalog import SIZES, Catalog
 from core.images import ATTACH_HINT
-from core.jobs import HistoryPage, Job, UsageReport
-from core.options import Options, ResolvedOptions
+from core.jobs import HistoryPage, Job, UsageReport, Variation
+from core.options import MAX_VARIATIONS, Options, ResolvedOptions
 
 Block = dict[str, Any]
 
@@ -20,12 +20,13 @@ OPTION_TEXT_CHARS = 75  # Slack's limit for a select option's text
 SETTINGS_CALLBACK = "imagebot.settings"
 EDIT_CALLBACK = "imagebot.edit"
 EDIT_BLOCK = "instruction"
-SETTINGS_BLOCKS = ("model", "aspect_ratio", "size")
+SETTINGS_BLOCKS = ("model", "aspect_ratio", "size", "n")
 DEFAULT_CHOICE = "default"
 ACTION_PREFIX = "imagebot."
 REROLL = "imagebot.reroll"
 UPSCALE = "imagebot.upscale."  # + size
 EDIT = "imagebot.edit"
+VARY = "imagebot.vary"
 DELETE = "imagebot.delete"
 CANCEL = "imagebot.cancel"
 OPEN_SETTINGS = "imagebot.settings"  # the Home tab's button to the settings form
@@ -100,10 +101,13 @@ def _asked(job: Job) -> str:
     who = f"<@{job.user_id}>"
     if job.kind == "upscale":
         return f"{who} asked for a {job.options.size or 'bigger'} version of the image."
-    lead = {"reroll": "asked for another take on", "edit": "asked for a change"}.get(
-        job.kind, "asked for"
-    )
-    return f"{who} {lead}:\n{quote(job.prompt)}"
+    lead = {
+        "reroll": "asked for another take on",
+        "edit": "asked for a change",
+        "vary": "asked for variations of an image",
+    }.get(job.kind, "asked for")
+    many = f" ({job.options.n} images)" if job.options.n and job.kind != "reroll" else ""
+    return f"{who} {lead}{many}:\n{quote(job.prompt)}"
 
 
 def _status(job: Job, catalog: Catalog, state: str, extra: list[Block] | None = None) -> Message:
@@ -154,41 +158,81 @@ def done(
     return _status(job, catalog, f":white_check_mark: Done{took}: the image is {where}.", extra)
 
 
+def done_variations(
+    job: Job,
+    catalog: Catalog,
+    variations: tuple[Variation, ...],
+    *,
+    seconds: float | None,
+    notice: str | None,
+    upscale_sizes: list[list[str]],
+) -> Message:
+    """The status message of a request for several images, once all have ended: a row
+    of buttons for each image made (numbered as the images below are), and why any other
+    was not made."""
+    took = f" in {elapsed(seconds)}" if seconds is not None else ""
+    made = sum(1 for v in variations if v.outcome.ok)
+    extra = [_context(f":information_source: {escape(notice)}")] if notice else []
+    shown = 0
+    for variation, sizes in zip(variations, upscale_sizes, strict=True):
+        if variation.outcome.ok:
+            shown += 1
+            extra.append(result_buttons(variation.job.id, sizes, number=shown))
+        else:
+            reason = variation.outcome.error or INTERNAL
+            extra.append(_context(f":warning: One image was not made: {escape(reason)}"))
+    extra.append(_actions("imagebot.result", [_delete(job.id, images=made)]))
+    state = f":white_check_mark: Done{took}: {made} of {len(variations)} images, below."
+    return _status(job, catalog, state, extra)
+
+
 def failed(job: Job, catalog: Catalog, reason: str, model_text: str = "") -> Message:
     extra = [_context(f"The model said: {escape(_clip(model_text, 1000))}")] if model_text else []
     return _status(job, catalog, f":warning: {escape(reason)}", extra)
 
 
-def result_buttons(job_id: str, upscale_sizes: list[str]) -> Block:
-    """Buttons carry only the job id: everything else is looked up, so they outlive restarts."""
+def result_buttons(job_id: str, upscale_sizes: list[str], *, number: int | None = None) -> Block:
+    """Buttons carry only the job id: everything else is looked up, so they outlive restarts.
+
+    Under one image of several (`number`), each label says which image it acts on, and
+    Delete (of them all) is left to a row of its own."""
+    tag = f" {number}" if number is not None else ""
     buttons: list[Block] = [
-        {"type": "button", "action_id": REROLL, "text": _plain("Re-roll"), "value": job_id},
-        *(
-            {
-                "type": "button",
-                "action_id": f"{UPSCALE}{size}",
-                "text": _plain(f"Upscale {size}"),
-                "value": job_id,
-            }
-            for size in upscale_sizes
-        ),
-        {"type": "button", "action_id": EDIT, "text": _plain("Edit"), "value": job_id},
-        {
-            "type": "button",
-            "action_id": DELETE,
-            "text": _plain("Delete"),
-            "value": job_id,
-            "style": "danger",
-            "confirm": {
-                "title": _plain("Delete this image?"),
-                "text": _plain("The image and its status message are removed for everyone."),
-                "confirm": _plain("Delete"),
-                "deny": _plain("Keep it"),
-                "style": "danger",
-            },
-        },
+        _button(REROLL, f"Re-roll{tag}", job_id),
+        *(_button(f"{UPSCALE}{size}", f"Upscale{tag} to {size}", job_id) for size in upscale_sizes),
+        _button(EDIT, f"Edit{tag}", job_id),
+        _button(VARY, f"Vary{tag}", job_id),
     ]
-    return {"type": "actions", "block_id": "imagebot.result", "elements": buttons}
+    if number is not None:
+        return _actions(f"imagebot.result.{number}", buttons)
+    return _actions("imagebot.result", [*buttons, _delete(job_id, images=1)])
+
+
+def _button(action_id: str, label: str, job_id: str) -> Block:
+    return {"type": "button", "action_id": action_id, "text": _plain(label), "value": job_id}
+
+
+def _actions(block_id: str, elements: list[Block]) -> Block:
+    return {"type": "actions", "block_id": block_id, "elements": elements}
+
+
+def _delete(job_id: str, *, images: int) -> Block:
+    one = images == 1
+    return {
+        **_button(DELETE, "Delete", job_id),
+        "style": "danger",
+        "confirm": {
+            "title": _plain("Delete this image?" if one else "Delete these images?"),
+            "text": _plain(
+                "The image and its status message are removed for everyone."
+                if one
+                else "The images and their status message are removed for everyone."
+            ),
+            "confirm": _plain("Delete"),
+            "deny": _plain("Keep it" if one else "Keep them"),
+            "style": "danger",
+        },
+    }
 
 
 # short replies
@@ -243,7 +287,7 @@ def settings_summary(saved: Options, catalog: Catalog) -> str:
             size=saved.size,
         ),
         catalog,
-    )
+    ) + (f" · {saved.n} images a request" if saved.n and saved.n > 1 else "")
 
 
 def home_view(
@@ -322,15 +366,15 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
         [
             f"*Make an image:* `{command} a lighthouse at dusk --ar 16:9`",
             "*Options*, anywhere in the text: `--ar 16:9` aspect ratio · `--size 2K` "
-            "(0.5K, 1K, 2K, 4K) · `--model pro` · `--temp 0.4` (0 to 1) · `--text` "
-            "a few words with the image",
+            "(0.5K, 1K, 2K, 4K) · `--model pro` · `--temp 0.4` (0 to 1) · `--n 4` up to "
+            "four images at once · `--text` a few words with the image",
             f"*Keep going:* in the image's thread, mention <@{bot_user_id}> with a change "
             '("now at night"); attach a photo to use it as a reference. Mentioning me in '
             "a channel starts a new conversation; so does a DM.",
             f"*Blend:* mention <@{bot_user_id}> with `blend` and two or more images attached "
             "(`blend as a watercolour`) to make them into one",
-            "*Buttons:* Re-roll · Upscale · Edit · Delete (your own images) · Cancel while "
-            "it is being made",
+            "*Buttons:* Re-roll · Upscale · Edit · Vary (as many new images from that "
+            "one) · Delete (your own images) · Cancel while it is being made",
             f"*More:* `{command} settings` your defaults · `{command} usage` this month's "
             f"images and cost · `{command} history` your images · `{command} help` this help",
             f"*Aspect ratios:* {ratios} (not every model makes every one)",
@@ -426,6 +470,9 @@ def settings_view(catalog: Catalog, current: Options) -> Block:
         _option(r, r) for r in _all_ratios(catalog)
     ]
     size_options = [_option("The model's default", DEFAULT_CHOICE)] + [_option(s, s) for s in SIZES]
+    n_options = [_option("One", DEFAULT_CHOICE)] + [
+        _option(f"{n} at once", str(n)) for n in range(2, MAX_VARIATIONS + 1)
+    ]
     current_model = catalog.find(current.model or "")
     return {
         "type": "modal",
@@ -437,7 +484,10 @@ def settings_view(catalog: Catalog, current: Options) -> Block:
             _select("model", "Model", model_options, current_model.id if current_model else None),
             _select("aspect_ratio", "Aspect ratio", ratio_options, current.aspect_ratio),
             _select("size", "Size", size_options, current.size),
-            _context("Options you type (`--ar`, `--size`, `--model`) always win over these."),
+            _select("n", "Images a request", n_options, str(current.n) if current.n else None),
+            _context(
+                "Options you type (`--ar`, `--size`, `--model`, `--n`) always win over these."
+            ),
         ],
     }
 

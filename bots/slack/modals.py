@@ -36,7 +36,10 @@ class Modals:
             for block in messages.SETTINGS_BLOCKS
         }
         wanted = Options(
-            model=picked["model"], aspect_ratio=picked["aspect_ratio"], size=picked["size"]
+            model=picked["model"],
+            aspect_ratio=picked["aspect_ratio"],
+            size=picked["size"],
+            n=int(picked["n"]) if (picked["n"] or "").isdigit() else None,
         )
         catalog = self.ctx.service.catalog
         try:

@@ -54,6 +54,7 @@ async def test_imagine_is_deferred_within_3s_while_the_api_takes_4s_then_the_ima
         f"imagebot:upscale:2K:{job}",
         f"imagebot:upscale:4K:{job}",
         f"imagebot:edit:{job}",
+        f"imagebot:vary:{job}",
         f"imagebot:delete:{job}",
     ]
     # the response went queued -> generating (with the time) -> the result

@@ -193,6 +193,7 @@ def test_button_ids_carry_the_job_fit_discords_limit_and_match_their_templates()
         f"imagebot:upscale:2K:{JOB_ID}",
         f"imagebot:upscale:4K:{JOB_ID}",
         f"imagebot:edit:{JOB_ID}",
+        f"imagebot:vary:{JOB_ID}",
         f"imagebot:delete:{JOB_ID}",
     ]
     assert all(len(custom_id) <= 100 for custom_id in ids)

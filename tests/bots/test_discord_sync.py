@@ -35,10 +35,12 @@ async def test_commands_are_synced_to_a_guild_with_typed_options_and_catalog_cho
         "image2",
         "image3",
         "text",
+        "n",
     ]
     assert options["prompt"]["required"] is True
     assert (options["temperature"]["type"], options["temperature"]["min_value"]) == (10, 0.0)
     assert options["temperature"]["max_value"] == 1.0
+    assert (options["n"]["type"], options["n"]["min_value"], options["n"]["max_value"]) == (4, 1, 4)
     assert [options[n]["type"] for n in ("image", "image2", "image3", "text")] == [11, 11, 11, 5]
     models = {c["value"]: c["name"] for c in options["model"]["choices"]}
     assert models["pro"] == "Gemini 3 Pro Image (pro)"

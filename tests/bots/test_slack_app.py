@@ -68,18 +68,29 @@ class Running:
         return await self.post(self.fake.event_body(event, event_id=event_id), **kwargs)
 
     async def click(
-        self, action_id: str, *, status: tuple[str, str], user: str = "U1", **kwargs: Any
+        self,
+        action_id: str,
+        *,
+        status: tuple[str, str],
+        user: str = "U1",
+        block_id: str | None = None,
+        **kwargs: Any,
     ) -> tuple[int, bytes, float]:
         channel, ts = status
-        value = self.button(status, action_id)["value"]
+        value = self.button(status, action_id, block_id)["value"]
         body = self.fake.block_action_body(
             action_id, user_id=user, channel_id=channel, message_ts=ts, value=value, **kwargs
         )
         return await self.post(body)
 
-    def button(self, status: tuple[str, str], action_id: str) -> dict[str, Any]:
+    def button(
+        self, status: tuple[str, str], action_id: str, block_id: str | None = None
+    ) -> dict[str, Any]:
+        """The first button `action_id` on the message (in block `block_id`, when given)."""
         message = self.fake.messages[status]
         for block in message.get("blocks") or []:
+            if block_id is not None and block.get("block_id") != block_id:
+                continue
             for element in block.get("elements", []):
                 if element.get("action_id") == action_id:
                     return element

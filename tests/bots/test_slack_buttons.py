@@ -34,7 +34,7 @@ def _image_config(gemini: FakeGemini, index: int) -> dict[str, Any]:
     return dict(body["generationConfig"].get("imageConfig", {}))
 
 
-async def test_every_result_has_reroll_upscale_edit_and_delete_buttons(
+async def test_every_result_has_reroll_upscale_edit_vary_and_delete_buttons(
     tmp_path: Path, fake_gemini: FakeGemini
 ) -> None:
     async with running(tmp_path, fake_gemini) as slack:
@@ -45,6 +45,7 @@ async def test_every_result_has_reroll_upscale_edit_and_delete_buttons(
             "imagebot.upscale.2K",
             "imagebot.upscale.4K",
             "imagebot.edit",
+            "imagebot.vary",
             "imagebot.delete",
         ]
         job = await slack.service.job_for_message("slack", "T0001", f"{status[0]}:{status[1]}")

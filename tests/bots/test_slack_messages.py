@@ -103,6 +103,7 @@ def test_done_carries_the_notice_and_buttons_with_only_the_job_id() -> None:
         ("imagebot.reroll", "job1"),
         ("imagebot.upscale.4K", "job1"),
         ("imagebot.edit", "job1"),
+        ("imagebot.vary", "job1"),
         ("imagebot.delete", "job1"),
     ]
     assert _buttons(done)[-1]["confirm"]["confirm"]["text"] == "Delete"
