@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     gemini_provider: ProviderSetting = Field("auto", validation_alias="GEMINI_PROVIDER")
     gemini_model: str = Field("flash", validation_alias="GEMINI_MODEL")
+    # a text model that reads images: Describe asks it for prompts (cheap, no image made)
+    gemini_describe_model: str = Field(
+        "gemini-3.5-flash-lite", min_length=1, validation_alias="GEMINI_DESCRIBE_MODEL"
+    )
     # One attempt may take 180 s (a 4K image through a slow proxy takes up to ~130 s); a
     # whole generation, retries included, ends after 300 s, so a hung API is said out loud
     # within five minutes.

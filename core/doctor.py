@@ -161,7 +161,29 @@ async def image_api(settings: Settings, catalog: Catalog) -> list[Check]:
             f"{provider.auth_kind}); {_models(len(listed))} listed"
         ),
         _model_offered(settings, catalog, listed),
+        _describe_model_offered(settings, listed),
     ]
+
+
+def _describe_model_offered(settings: Settings, listed: list[ListedModel]) -> Check:
+    model_id = settings.gemini_describe_model
+    what = f"describe model {model_id} (GEMINI_DESCRIBE_MODEL)"
+    if any(entry.id == model_id for entry in listed):
+        return Check.ok(f"{what} is offered")
+    text_models = [
+        e.id
+        for e in listed
+        if e.id.startswith("gemini")
+        and "image" not in e.id
+        and "embedding" not in e.id
+        and (e.methods is None or "generateContent" in e.methods)
+    ]
+    offered = f": {', '.join(text_models[:5])}" if text_models else ""
+    return Check.fail(
+        what,
+        "not offered by this server, so Describe would fail; set GEMINI_DESCRIBE_MODEL to a "
+        f"Gemini text model it offers{offered}",
+    )
 
 
 def _model_offered(settings: Settings, catalog: Catalog, listed: list[ListedModel]) -> Check:

@@ -9,7 +9,8 @@ from core.options import Options
 from core.quotas import Limits
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
-JobKind = Literal["generate", "reroll", "upscale", "edit", "blend", "vary"]
+# "describe" is answered at once (words about an image) and never becomes a job
+JobKind = Literal["generate", "reroll", "upscale", "edit", "blend", "vary", "describe"]
 OPEN_STATES: tuple[JobState, ...] = ("queued", "running")
 
 

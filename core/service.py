@@ -14,12 +14,21 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from core import describe as describing
 from core import images, logs, metrics, quotas, wording
 from core.catalog import Catalog, Model
 from core.config import Settings
 from core.conversations import StoredPart, Turn, build_history
 from core.errors import StoreError, Undeliverable, UserFacingError
-from core.gemini import GeminiClient, GeminiError, ImageRequest, ImageResult
+from core.gemini import (
+    Content,
+    GeminiClient,
+    GeminiError,
+    ImageRequest,
+    ImageResult,
+    InlineImage,
+    Part,
+)
 from core.jobs import (
     Adapter,
     HistoryItem,
@@ -580,6 +589,43 @@ class Service:
         return await self._create(
             request, original.prompt, resolved, thread_key, parent, None, [], announce
         )
+
+    async def describe(self, request: Request) -> list[str]:
+        """Prompts that would make the one image attached to `request` again, read by the
+        text model GEMINI_DESCRIBE_MODEL: words only, no image made, no job stored. Raises
+        UserFacingError for anything wrong with the image or the answer."""
+        if len(request.attachments) != 1:
+            raise UserFacingError(wording.DESCRIBE_NEEDS_ONE)
+        [attachment] = request.attachments
+        checked = await images.check_reference(
+            attachment.data,
+            name=attachment.name,
+            max_bytes=self.settings.max_attachment_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+        question = ImageRequest(
+            model_id=self.settings.gemini_describe_model,
+            contents=(
+                Content(
+                    "user",
+                    (
+                        Part(image=InlineImage(checked.mime_type, checked.data)),
+                        Part(text=describing.INSTRUCTION),
+                    ),
+                ),
+            ),
+            answer_schema=describing.ANSWER_SCHEMA,
+        )
+        try:
+            answer = await self.gemini.generate(question)
+        except GeminiError as exc:
+            raise UserFacingError(exc.message, detail=exc.detail) from None
+        said = "\n".join(p.text for p in answer.parts if p.text)
+        found = describing.suggestions(said, self.settings.max_prompt_chars)
+        log.info("described an image: %d prompts, %d tokens", len(found), answer.usage.total_tokens)
+        if not found:
+            raise UserFacingError(wording.DESCRIBE_NOTHING, detail=said[:300])
+        return found
 
     async def upscale_sizes(self, job: Job) -> list[str]:
         """Sizes larger than the job's that its model makes: what Upscale may offer."""

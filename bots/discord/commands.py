@@ -17,7 +17,14 @@ log = logging.getLogger(__name__)
 
 CHOICES_MAX = 25  # Discord's limit per option
 N_HELP = f"How many images to make at once, each its own (1 to {MAX_VARIATIONS})"
-COMMAND_NAMES = ("imagine", "blend", "imagine-settings", "imagine-usage", "imagine-history")
+COMMAND_NAMES = (
+    "imagine",
+    "blend",
+    "describe",
+    "imagine-settings",
+    "imagine-usage",
+    "imagine-history",
+)
 # /blend has 16 image options: more than any model takes, so a blend of too many is told
 # the model's limit rather than cut short
 
@@ -37,6 +44,10 @@ class CommandHandlers(Protocol):
         images: list[discord.Attachment | None],
     ) -> None: ...
 
+    async def describe(
+        self, interaction: discord.Interaction, image: discord.Attachment
+    ) -> None: ...
+
     async def show_settings(
         self,
         interaction: discord.Interaction,
@@ -45,6 +56,7 @@ class CommandHandlers(Protocol):
         aspect_ratio: str | None,
         size: str | None,
         reset: bool,
+        n: int | None = None,
     ) -> None: ...
 
     async def show_usage(self, interaction: discord.Interaction) -> None: ...
@@ -198,6 +210,13 @@ def add_commands(
             n=n,
         )
         await _handlers(interaction).imagine(interaction, typed, [image, image2, image3])
+
+    @tree.command(name="describe", description="Prompts that would make an image, to run")
+    @where
+    @installs
+    @app_commands.describe(image="The image to describe")
+    async def describe(interaction: discord.Interaction, image: discord.Attachment) -> None:
+        await _handlers(interaction).describe(interaction, image)
 
     @tree.command(name="imagine-settings", description="Your default model, aspect ratio and size")
     @where

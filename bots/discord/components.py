@@ -27,6 +27,8 @@ class ButtonHandlers(Protocol):
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
+    async def imagine_suggestion(self, interaction: discord.Interaction, number: int) -> None: ...
+
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
 
@@ -132,6 +134,28 @@ class DeleteButton(discord.ui.DynamicItem[Button], template=rf"imagebot:delete:{
         await _handlers(interaction).delete(interaction, self.job_id)
 
 
+class SuggestionButton(
+    discord.ui.DynamicItem[Button], template=r"imagebot:suggestion:(?P<number>[1-9])"
+):
+    """Under Describe's prompts: makes prompt `number`, read from the message it is on (the
+    bot's own card, so nothing has to be stored for it)."""
+
+    def __init__(self, number: int) -> None:
+        primary = discord.ButtonStyle.primary
+        custom_id = f"imagebot:suggestion:{number}"
+        super().__init__(_button(custom_id, f"Imagine {number}", "🎨", primary))
+        self.number = number
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> SuggestionButton:
+        return cls(int(match["number"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _handlers(interaction).imagine_suggestion(interaction, self.number)
+
+
 class CancelButton(discord.ui.DynamicItem[Button], template=rf"imagebot:cancel:{_JOB}"):
     """Under a queued or generating job: its requester stops it."""
 
@@ -156,6 +180,7 @@ DYNAMIC_ITEMS = (
     VaryButton,
     DeleteButton,
     CancelButton,
+    SuggestionButton,
 )
 
 
@@ -192,6 +217,13 @@ def variations_view(
         view.add_item(EditButton(job_id, label=f"Edit {number}", row=row))
         view.add_item(VaryButton(job_id, label=f"Vary {number}", row=row))
     view.add_item(DeleteButton(delete_job_id, row=len(made)))
+    return view
+
+
+def suggestions_view(count: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for number in range(1, count + 1):
+        view.add_item(SuggestionButton(number))
     return view
 
 

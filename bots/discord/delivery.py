@@ -198,8 +198,24 @@ class DiscordDelivery:
     ) -> None:
         """Replace the text of the job's message (queued, generating; with `view`, its
         buttons, else none); no fallback."""
+        await self.show(target, content=text, view=view)
+
+    async def show(
+        self,
+        target: Target,
+        *,
+        content: str = "",
+        embeds: list[discord.Embed] | None = None,
+        view: discord.ui.View | None = None,
+    ) -> None:
+        """Replace the response's message: text, cards and buttons (none unless given)."""
         await self._rest_ready()
-        fields: dict[str, Any] = {"content": text, "allowed_mentions": NO_PING, "view": view}
+        fields: dict[str, Any] = {
+            "content": content,
+            "embeds": embeds or [],
+            "allowed_mentions": NO_PING,
+            "view": view,
+        }
         if target.token_usable(time.time()):
             await self._webhook(target).edit_message(_original(target), **fields)
         elif target.message_id is not None and target.bot_can_post:

@@ -124,6 +124,28 @@ class Interactions:
         if await self._admit(interaction):
             await self._take(interaction, text="", kind="reroll", continue_job=job_id)
 
+    async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        """/describe: prompts that would make the image, each with a button that makes it."""
+        if not await self._admit(interaction):
+            return
+        try:
+            files.check_sizes([image], self.settings.max_attachment_bytes)
+        except UserFacingError as exc:
+            await _reply_privately(interaction, exc.message)
+            return
+        await self._take(interaction, text="", kind="describe", attachments=[image])
+
+    async def imagine_suggestion(self, interaction: discord.Interaction, number: int) -> None:
+        """A prompt Describe suggested, read from its card and made like an /imagine."""
+        if not await self._admit(interaction):
+            return
+        message = interaction.message
+        prompt = messages.suggestion(message.embeds if message else [], number)
+        if prompt is None:
+            await _reply_privately(interaction, messages.NO_SUGGESTION)
+            return
+        await self._take(interaction, text=prompt, kind="generate")
+
     async def vary(self, interaction: discord.Interaction, job_id: str) -> None:
         if await self._admit(interaction):
             # core says what a variation asks for, and makes as many as the image's request
@@ -340,6 +362,14 @@ class Interactions:
     async def _submit(self, held: Held, target: Target) -> None:
         fetched = await files.fetch(self.http, held.files, self.settings)
         request = replace(held.with_files(fetched), target=target.to_dict())
+        if request.kind == "describe":
+            prompts = await self.service.describe(request)
+            await self.delivery.show(
+                target,
+                embeds=[messages.described_embed(prompts, request.user_id)],
+                view=components.suggestions_view(len(prompts)),
+            )
+            return
         submitted = await self.service.submit(request, announce=self._announce(target))
         if not submitted.created:
             log.info("%s was submitted before; job=%s", held.key, submitted.job.id)

@@ -182,6 +182,28 @@ def variation_embeds(
     return cards
 
 
+DESCRIBED_TITLE = "🔎 Prompts for this image"
+NO_SUGGESTION = "I cannot read that prompt any more; run /describe again."
+
+
+def described_embed(prompts: list[str], user_id: str) -> discord.Embed:
+    """Describe's answer: a numbered field for each prompt (the buttons read them back)."""
+    embed = discord.Embed(title=DESCRIBED_TITLE, colour=COLOUR)
+    for number, prompt in enumerate(prompts, start=1):
+        embed.add_field(name=str(number), value=clip(no_ping(prompt), FIELD_MAX), inline=False)
+    embed.add_field(name="Requested by", value=f"<@{user_id}>", inline=False)
+    return embed
+
+
+def suggestion(embeds: list[discord.Embed], number: int) -> str | None:
+    """Prompt `number` of a Describe answer, as its card shows it."""
+    for embed in embeds:
+        if embed.title == DESCRIBED_TITLE:
+            fields = [f for f in embed.fields if f.name == str(number)]
+            return fields[0].value if fields and fields[0].value else None
+    return None
+
+
 def fitted_note(note: str) -> str:
     """FittedImage.note as said to the user: "The image was downscaled to … limit."."""
     return f"The image was {note}."

@@ -49,6 +49,9 @@ class Buttons:
         if action.action_id == messages.OPEN_SETTINGS:  # on the Home tab: no job behind it
             await self._open_settings(click)
             return
+        if action.action_id == messages.IMAGINE:  # under Describe's prompts: no job either
+            await self._imagine(click, action)
+            return
         job = await self._job(action.value, click.team.id)
         await self._run(click, action, job)
 
@@ -103,6 +106,22 @@ class Buttons:
             await self._tell(click, messages.escape(said))
         else:
             log.warning("ignored an unknown button %s", action.action_id)
+
+    async def _imagine(self, click: BlockActions, action: Action) -> None:
+        """A prompt Describe suggested, made as if typed to /imagine where it was shown: a
+        new conversation, its card in the channel (or the DM)."""
+        channel = click.container.channel_id or (click.channel.id if click.channel else "")
+        request = Request(
+            platform=PLATFORM,
+            tenant=click.team.id,
+            user_id=click.user.id,
+            text=action.value,
+            idempotency_key=click_key(
+                click.team.id, click.trigger_id, action.action_ts, click.user.id
+            ),
+            target=Target(channel, click.user.id).as_dict(),
+        )
+        await self.ctx.service.submit(request, announce=self.ctx.delivery.announce)
 
     async def _open_settings(self, click: BlockActions) -> None:
         ctx = self.ctx

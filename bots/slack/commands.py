@@ -62,6 +62,9 @@ class Commands:
             case "blend":
                 bot_user_id = await self.ctx.bot_user_id(command.team_id)
                 await self._tell(command, messages.how_to_blend(bot_user_id))
+            case "describe":
+                bot_user_id = await self.ctx.bot_user_id(command.team_id)
+                await self._tell(command, messages.how_to_describe(bot_user_id))
             case _:
                 await self._imagine(command)
 

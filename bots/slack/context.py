@@ -128,12 +128,19 @@ class SlackContext:
         except Exception:
             log.warning("could not answer %s in %s", user, channel, exc_info=True)
 
-    async def reply(self, team: str, channel: str, thread_ts: str | None, text: str) -> None:
+    async def reply(
+        self,
+        team: str,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+    ) -> None:
         """A message in the thread (or, without one, the channel) for everyone there."""
         try:
             client = await self.client(team)
             await client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False
+                channel=channel, thread_ts=thread_ts, text=text, blocks=blocks, unfurl_links=False
             )
         except Exception:
             log.warning("could not reply in %s", channel, exc_info=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bots.slack.payloads import MessageEvent, SlashCommand
 from bots.slack.target import Target
-from core.jobs import Attachment, Request
+from core.jobs import Attachment, JobKind, Request
 
 PLATFORM = "slack"
 # What people write: plain messages, with files, "Also send to channel" replies and /me
@@ -83,8 +83,8 @@ def subcommand(text: str) -> str | None:
         return "help"
     if words[0] == "history" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
         return "history"
-    if words == ["blend"]:
-        return "blend"  # a slash command carries no files: told how to blend
+    if words in (["blend"], ["describe"]):
+        return words[0]  # a slash command carries no files: told how to mention instead
     return words[0] if len(words) == 1 and words[0] in SUBCOMMANDS else None
 
 
@@ -154,15 +154,20 @@ def message_request(
         route.channel, event.user, thread_ts=route.thread_ts, threaded=route.thread_ts is not None
     )
     # "blend [how]": the images attached made into one or, in a thread, its last two
-    # ("blend of colours" elsewhere, with no image, is a prompt like any other)
+    # ("blend of colours" elsewhere, with no image, is a prompt like any other); "describe"
+    # with an image: prompts that would make it
     first, _, rest = text.partition(" ")
-    blend = first.lower() == "blend" and (bool(attachments) or route.thread_ts is not None)
+    kind: JobKind = "generate"
+    if first.lower() == "blend" and (bool(attachments) or route.thread_ts is not None):
+        kind = "blend"
+    elif first.lower() == "describe" and attachments:
+        kind = "describe"
     return Request(
         platform=PLATFORM,
         tenant=team,
         user_id=event.user,
-        text=rest.strip() if blend else text,
-        kind="blend" if blend else "generate",
+        text=text if kind == "generate" else rest.strip(),
+        kind=kind,
         idempotency_key=message_key(team, event.channel, event.ts),
         thread_key=route.thread_key,
         reply_to=route.reply_to,

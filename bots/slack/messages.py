@@ -16,6 +16,7 @@ Block = dict[str, Any]
 PROMPT_SHOWN_CHARS = 2500  # a section holds 3000 characters
 FALLBACK_PROMPT_CHARS = 200
 OPTION_TEXT_CHARS = 75  # Slack's limit for a select option's text
+BUTTON_VALUE_CHARS = 2000  # Slack's limit for a button's value
 
 SETTINGS_CALLBACK = "imagebot.settings"
 EDIT_CALLBACK = "imagebot.edit"
@@ -27,6 +28,7 @@ REROLL = "imagebot.reroll"
 UPSCALE = "imagebot.upscale."  # + size
 EDIT = "imagebot.edit"
 VARY = "imagebot.vary"
+IMAGINE = "imagebot.imagine"  # under Describe's prompts: makes the one in its value
 DELETE = "imagebot.delete"
 CANCEL = "imagebot.cancel"
 OPEN_SETTINGS = "imagebot.settings"  # the Home tab's button to the settings form
@@ -278,6 +280,35 @@ def how_to_blend(bot_user_id: str) -> str:
     )
 
 
+def how_to_describe(bot_user_id: str) -> str:
+    return (
+        "A slash command cannot carry images: to have one described, mention me in a "
+        f"message with it attached, such as `<@{bot_user_id}> describe`. I answer with "
+        "prompts that would make it, each with a button that makes it."
+    )
+
+
+def described(user_id: str, prompts: list[str]) -> Message:
+    """Describe's answer: numbered prompts, a button under each that makes it (the prompt
+    rides in the button's value, so the click needs nothing stored)."""
+    blocks: list[Block] = [_section(f"<@{user_id}> Prompts that would make this image:")]
+    for number, prompt in enumerate(prompts, start=1):
+        blocks.append(_section(f"*{number}.* {escape(prompt)}"))
+    blocks.append(
+        _actions(
+            "imagebot.describe",
+            [
+                _button(IMAGINE, f"Imagine {number}", prompt[:BUTTON_VALUE_CHARS])
+                for number, prompt in enumerate(prompts, start=1)
+            ],
+        )
+    )
+    text = f"<@{user_id}> Prompts that would make this image: " + " / ".join(
+        escape(_clip(p, FALLBACK_PROMPT_CHARS)) for p in prompts
+    )
+    return {"text": text, "blocks": blocks}
+
+
 def settings_summary(saved: Options, catalog: Catalog) -> str:
     """Someone's saved defaults as the options they give: `Gemini 3 Pro Image · 16:9 · 2K`."""
     return describe(
@@ -373,6 +404,8 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
             "a channel starts a new conversation; so does a DM.",
             f"*Blend:* mention <@{bot_user_id}> with `blend` and two or more images attached "
             "(`blend as a watercolour`) to make them into one",
+            f"*Describe:* mention <@{bot_user_id}> with `describe` and one image attached for "
+            "prompts that would make it, each with a button that makes it",
             "*Buttons:* Re-roll · Upscale · Edit · Vary (as many new images from that "
             "one) · Delete (your own images) · Cancel while it is being made",
             f"*More:* `{command} settings` your defaults · `{command} usage` this month's "

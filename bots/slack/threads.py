@@ -114,4 +114,11 @@ class Threads:
             max_bytes=ctx.settings.max_attachment_bytes,
         )
         request = message_request(team, event, route, text, attachments)
+        if request.kind == "describe":
+            prompts = await ctx.service.describe(request)
+            assert event.user is not None
+            await ctx.reply(
+                team, route.channel, route.thread_ts, **messages.described(event.user, prompts)
+            )
+            return
         await ctx.service.submit(request, announce=ctx.delivery.announce)

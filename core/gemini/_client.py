@@ -295,7 +295,7 @@ class GeminiClient:
             ):
                 if r.status_code == 200:
                     # the answer waits, unread, until memory is free for it and its parse
-                    await hold.grow_to(2 * _answer_bytes(r.headers, request.image_size))
+                    await hold.grow_to(2 * _answer_bytes(r.headers, request))
                     content = await _read(r)
                 else:
                     content = await r.aread()
@@ -353,11 +353,13 @@ def _is_refusal(error: GeminiError) -> bool:
     return error.retryable and (error.reason == "rate_limited" or error.status == 503)
 
 
-def _answer_bytes(headers: httpx.Headers, image_size: str | None) -> int:
+def _answer_bytes(headers: httpx.Headers, request: ImageRequest) -> int:
     try:
         return int(headers["content-length"])
     except (KeyError, ValueError):
-        return _EXPECTED_ANSWER_BYTES.get(image_size or "", _EXPECTED_LARGEST)
+        if request.answer_schema is not None:
+            return MIB  # words only
+        return _EXPECTED_ANSWER_BYTES.get(request.image_size or "", _EXPECTED_LARGEST)
 
 
 def _out_of_time(waited: float, attempts: int) -> GeminiError:

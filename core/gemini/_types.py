@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -37,6 +37,8 @@ class ImageRequest:
     image_size: str | None = None  # wire spelling; None leaves it out
     temperature: float | None = None
     with_text: bool = False
+    # words only, as JSON of this schema (Google's OpenAPI subset): for a text model
+    answer_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,12 @@ class ImageConfigJSON(TypedDict, total=False):
 
 
 class GenerationConfigJSON(TypedDict):
-    responseModalities: list[str]
+    responseModalities: NotRequired[list[str]]
     temperature: NotRequired[float]
     imageConfig: NotRequired[ImageConfigJSON]
+    responseMimeType: NotRequired[str]
+    responseSchema: NotRequired[dict[str, Any]]
+    maxOutputTokens: NotRequired[int]
 
 
 class RequestJSON(TypedDict):
@@ -43,6 +46,7 @@ class RequestJSON(TypedDict):
 
 
 _Item = TypeVar("_Item")
+TEXT_ANSWER_TOKENS = 1024
 
 
 def _none_as_empty(value: Any) -> Any:
@@ -166,9 +170,17 @@ def _part_json(part: Part) -> PartJSON:
 
 def build_body(request: ImageRequest) -> RequestJSON:
     """The JSON body for `request`, holding nothing the API does not know."""
-    config: GenerationConfigJSON = {
-        "responseModalities": ["TEXT", "IMAGE"] if request.with_text else ["IMAGE"]
-    }
+    config: GenerationConfigJSON
+    if request.answer_schema is not None:
+        # a text model's words: its default modality, as JSON (responseSchema rather than
+        # responseJsonSchema, which relays that re-encode requests have been seen to drop)
+        config = {
+            "responseMimeType": "application/json",
+            "responseSchema": request.answer_schema,
+            "maxOutputTokens": TEXT_ANSWER_TOKENS,
+        }
+    else:
+        config = {"responseModalities": ["TEXT", "IMAGE"] if request.with_text else ["IMAGE"]}
     if request.temperature is not None:
         config["temperature"] = request.temperature
     image_config: ImageConfigJSON = {}

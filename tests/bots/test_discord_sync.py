@@ -11,7 +11,7 @@ from core.config import ConfigError
 from tests.bots.test_discord_harness import bot_settings, discord_server
 from tests.fakes.gemini import FakeGemini
 
-NAMES = ["imagine", "imagine-settings", "imagine-usage", "imagine-history", "blend"]
+NAMES = ["imagine", "describe", "imagine-settings", "imagine-usage", "imagine-history", "blend"]
 
 
 async def test_commands_are_synced_to_a_guild_with_typed_options_and_catalog_choices(

@@ -90,10 +90,13 @@ async def test_everything_configured_passes_against_the_fakes_without_a_paid_cal
     assert lines[-1] == "Everything configured works."
     base = stack.gemini.base_url
     assert line(lines, f"✓ image API at {base} accepts the key").endswith(
-        "(provider proxy, chosen by host; key sent as Authorization: Bearer); 8 models listed"
+        "(provider proxy, chosen by host; key sent as Authorization: Bearer); 9 models listed"
     )
     assert line(lines, "✓ image model") == (
         "✓ image model gemini-3.1-flash-image-preview (GEMINI_MODEL=flash) is offered"
+    )
+    assert line(lines, "✓ describe model") == (
+        "✓ describe model gemini-3.5-flash-lite (GEMINI_DESCRIBE_MODEL) is offered"
     )
     # listing is free: nothing was generated
     assert [(r.method, r.path) for r in stack.gemini.requests] == [("GET", "/v1beta/models")]
@@ -118,7 +121,8 @@ async def test_everything_configured_passes_against_the_fakes_without_a_paid_cal
         "✓ Discord intents: no privileged intent needed"
     )
     assert line(lines, "✓ Discord commands") == (
-        "✓ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✓ Discord commands: /blend, /describe, /imagine, /imagine-history, /imagine-settings, "
+        "/imagine-usage "
         "registered for every server"
     )
     assert line(lines, "✓ Discord invite link") == (
@@ -235,6 +239,20 @@ async def test_the_right_provider_lists_in_each_shape(tmp_path: Path) -> None:
             assert line(lines, "✓ image model") == (
                 "✓ image model gemini-3-pro-image-preview (GEMINI_MODEL=pro) is offered"
             )
+
+
+async def test_a_describe_model_the_server_lacks_names_its_text_models(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    code, lines = await run(
+        make_settings(tmp_path, fake_gemini, GEMINI_DESCRIBE_MODEL="gemini-9-flash")
+    )
+    assert code == 1
+    assert line(lines, "✗ describe model") == (
+        "✗ describe model gemini-9-flash (GEMINI_DESCRIBE_MODEL): not offered by this server, "
+        "so Describe would fail; set GEMINI_DESCRIBE_MODEL to a Gemini text model it offers: "
+        "gemini-2.5-flash, gemini-3.5-flash-lite"
+    )
 
 
 async def test_an_unknown_model_gets_the_image_models_on_offer(
@@ -517,7 +535,8 @@ async def test_unregistered_commands_point_to_discord_sync(stack: Stack) -> None
 
     assert code == 1
     assert line(lines, "✗ Discord commands") == (
-        "✗ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✗ Discord commands: /blend, /describe, /imagine, /imagine-history, /imagine-settings, "
+        "/imagine-usage "
         "not registered: run `imagebot discord-sync` (every server, may take up to an hour to "
         "show) or `imagebot discord-sync --guild SERVER_ID` (one server, at once)"
     )
@@ -531,7 +550,8 @@ async def test_commands_registered_in_one_server_pass_and_say_so(stack: Stack) -
 
     assert code == 0, "\n".join(lines)
     assert line(lines, "✓ Discord commands") == (
-        "✓ Discord commands: /blend, /imagine, /imagine-history, /imagine-settings, /imagine-usage "
+        "✓ Discord commands: /blend, /describe, /imagine, /imagine-history, /imagine-settings, "
+        "/imagine-usage "
         "registered in Test Guild (3000) only (`imagebot discord-sync` offers them in every server)"
     )
 

@@ -57,7 +57,10 @@ _SERVED_IDS["any"] = _SERVED_IDS["proxy"]
 # GET /v1beta/models: Google lists its text, embedding and Imagen models beside the image ones
 _LIST_PATH = "/v1beta/models"
 _IMAGE_METHODS = ("generateContent", "countTokens", "batchGenerateContent")
+# Text models read images and answer in words (Google's image understanding), both dialects
+TEXT_MODEL_IDS = frozenset({"gemini-3.5-flash-lite", "gemini-2.5-flash"})
 _OTHER_MODELS = {
+    "gemini-3.5-flash-lite": ("generateContent", "countTokens", "createCachedContent"),
     "gemini-2.5-flash": ("generateContent", "countTokens", "createCachedContent"),
     "gemini-embedding-001": ("embedContent", "countTextTokens", "countTokens"),
     "imagen-4.0-generate-001": ("predict",),
@@ -95,7 +98,24 @@ _GENERATION_CONFIG_FIELDS = {
     "presencePenalty",
     "frequencyPenalty",
     "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
     "thinkingConfig",
+}
+# the OpenAPI subset Google's responseSchema takes (types spelled in capitals or not)
+_SCHEMA_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"}
+_SCHEMA_FIELDS = {
+    "type",
+    "format",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "items",
+    "propertyOrdering",
 }
 _MIME_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 _TYPE = "type.googleapis.com/google.rpc."
@@ -285,6 +305,28 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
             raise _unknown_name(key, where)
 
 
+def _check_schema(schema: Any, where: str) -> None:
+    if not isinstance(schema, dict):
+        raise _invalid(f"Invalid value at '{where}': expected an object.")
+    _check_keys(schema, _SCHEMA_FIELDS, where)
+    if str(schema.get("type", "")).upper() not in _SCHEMA_TYPES:
+        raise _invalid(f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.Type).")
+    if "items" in schema:
+        _check_schema(schema["items"], f"{where}.items")
+    for name, inner in (schema.get("properties") or {}).items():
+        _check_schema(inner, f"{where}.properties[{name}]")
+
+
+def _looks(data: bytes) -> str:
+    """What a picture shows, as the fake sees it: its shape and its average colour."""
+    with Image.open(io.BytesIO(data)) as image:
+        red, green, blue = image.convert("RGB").resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
+        width, height = image.size
+    shade = max(("red", red), ("green", green), ("blue", blue), key=lambda c: c[1])[0]
+    shape = "square" if width == height else "wide" if width > height else "tall"
+    return f"a {shape} picture, mostly {shade}"
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
@@ -377,6 +419,7 @@ class FakeGemini:
         self._photo_lock = asyncio.Lock()
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
+        self.text_requests: list[dict[str, Any]] = []  # bodies sent to text models
         self.responses: list[RecordedResponse] = []
         self.faults: list[Fault] = []
         # signatures are bytes to Google: any base64 spelling of issued bytes is the same one
@@ -544,6 +587,9 @@ class FakeGemini:
             self._check_auth(request)
             if request.path.rstrip("/") == _LIST_PATH and request.method == "GET":
                 return self._model_list(request)
+            text_model = self._text_model(request.method, request.path)
+            if text_model is not None:
+                return self._text_answer(text_model, record.body)
             model, model_id = self._check_route(request.method, request.path)
             checked = self._check_body(model, model_id, record.body)
         except _Rejected as rejected:
@@ -650,6 +696,71 @@ class FakeGemini:
                     }
                 ],
             )
+
+    @staticmethod
+    def _text_model(method: str, path: str) -> str | None:
+        match = _PATH.match(path)
+        if match is None or method != "POST" or match.group(1) not in TEXT_MODEL_IDS:
+            return None
+        return match.group(1)
+
+    def _text_answer(self, model_id: str, body: bytes) -> web.Response:
+        """A text model reading images: what each shows (its size and colour), as JSON
+        when a schema or JSON is asked for, as words otherwise."""
+        try:
+            payload = camel_keys(json.loads(body))
+        except ValueError:
+            raise _invalid("Invalid JSON payload received. Unexpected token.") from None
+        if not isinstance(payload, dict):
+            raise _invalid("Invalid JSON payload received. Expected an object.")
+        _check_keys(payload, _REQUEST_FIELDS, "")
+        contents = payload.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _invalid("* GenerateContentRequest.contents: contents is not specified")
+        seen: list[bytes] = []
+        for c_index, content in enumerate(contents):
+            for p_index, part in enumerate(content.get("parts") or []):
+                if self._check_part(part, f"contents[{c_index}].parts[{p_index}]"):
+                    seen.append(_decode_base64(part["inlineData"]["data"]) or b"")
+        config = payload.get("generationConfig", {})
+        _check_keys(config, _GENERATION_CONFIG_FIELDS, "generation_config")
+        if "IMAGE" in config.get("responseModalities", []):
+            raise _invalid("Multi-modal output is not supported.")
+        if "imageConfig" in config:
+            raise _invalid("Image config is not supported for this model.")
+        schema = config.get("responseSchema")
+        if schema is not None:
+            if "responseJsonSchema" in config:
+                raise _invalid("responseSchema and responseJsonSchema cannot both be set.")
+            if config.get("responseMimeType") != "application/json":
+                raise _invalid("responseSchema needs responseMimeType application/json.")
+            _check_schema(schema, "generation_config.response_schema")
+        self.text_requests.append(payload)
+        looks = [_looks(data) for data in seen] or ["nothing to see"]
+        ideas = [
+            f"{looks[0]}, {style}"
+            for style in ("as a photograph", "as a watercolour", "as a pencil sketch", "in 3D")
+        ]
+        limit = (schema or {}).get("maxItems", 4)
+        as_json = config.get("responseMimeType") == "application/json"
+        text = json.dumps(ideas[:limit]) if as_json else "\n".join(ideas)
+        answer = {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 258 * len(seen) + 40,
+                "candidatesTokenCount": len(text.split()),
+                "totalTokenCount": 258 * len(seen) + 40 + len(text.split()),
+            },
+            "modelVersion": model_id,
+            "responseId": uuid.uuid4().hex[:22],
+        }
+        return web.json_response(answer)
 
     def _check_route(self, method: str, path: str) -> tuple[Model, str]:
         match = _PATH.match(path)
