@@ -155,6 +155,21 @@ class Request:
     attachments: tuple[Attachment, ...] = ()
     options: Options | None = None  # options typed in a form; they win over flags in text
     target: dict[str, Any] = field(default_factory=dict)
+    channel: str | None = None  # where it was asked: that channel's defaults apply
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The saved defaults that apply to a person in a channel: theirs win over the
+    channel's, the channel's over the workspace's or server's."""
+
+    team: Options
+    channel: Options
+    user: Options
+
+    @property
+    def effective(self) -> Options:
+        return self.user.over(self.channel.over(self.team))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from core.gemini import (
 )
 from core.jobs import (
     Adapter,
+    Defaults,
     HistoryItem,
     HistoryPage,
     Job,
@@ -543,9 +544,10 @@ class Service:
         parent, thread_key, inherited = await self._place(request)
         if request.kind == "blend":
             prompt = await self._blend_prompt(request, prompt, parent)
-        defaults = inherited.over(
-            await self.store.user_defaults(request.platform, request.tenant, request.user_id)
+        saved = await self.defaults(
+            request.platform, request.tenant, request.user_id, request.channel
         )
+        defaults = inherited.over(saved.effective)
         resolved = resolve(typed, self.catalog, defaults, len(request.attachments))
         prompt = check_prompt(
             prompt, self.settings.max_prompt_chars, has_images=bool(request.attachments)
@@ -1249,6 +1251,29 @@ class Service:
             for key in await self.store.message_keys(each.id)
         ]
 
+    async def defaults(
+        self, platform: str, tenant: str, user_id: str, channel: str | None
+    ) -> Defaults:
+        """Every layer of saved defaults that applies to `user_id` in `channel`."""
+        team, here = await self.store.shared_defaults(platform, tenant, channel)
+        user = await self.store.user_defaults(platform, tenant, user_id)
+        return Defaults(team=team, channel=here, user=user)
+
+    async def set_shared_defaults(
+        self, platform: str, tenant: str, channel: str | None, options: Options, set_by: str
+    ) -> Options:
+        """Check and save the defaults of a workspace or server (`channel` None) or of one
+        channel; Options() clears them. Who may is the adapter's to decide (its roles)."""
+        saved = self._checked_defaults(options)
+        await self.store.set_shared_defaults(platform, tenant, channel, saved, set_by)
+        log.info("%s defaults set by %s: %s", "channel" if channel else "shared", set_by, saved)
+        return saved
+
+    def _checked_defaults(self, options: Options) -> Options:
+        """Defaults as saved: checked against the catalog, the model by its id."""
+        resolved = resolve(options, self.catalog)
+        return replace(options, model=resolved.model.id if options.model else None)
+
     async def user_defaults(self, platform: str, tenant: str, user_id: str) -> Options:
         return await self.store.user_defaults(platform, tenant, user_id)
 
@@ -1279,11 +1304,7 @@ class Service:
         self, platform: str, tenant: str, user_id: str, options: Options
     ) -> Options:
         """Check and save a user's defaults; explicit values must suit the chosen model."""
-        resolved = resolve(options, self.catalog)
-        saved = replace(
-            options,
-            model=resolved.model.id if options.model else None,
-        )
+        saved = self._checked_defaults(options)
         await self.store.set_user_defaults(platform, tenant, user_id, saved)
         return saved
 

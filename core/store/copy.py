@@ -35,6 +35,7 @@ TABLES = (
     "message_links",
     "jobs",
     "user_defaults",
+    "shared_defaults",
     "intake",
     "installations",
     "tenant_deletions",

@@ -190,7 +190,7 @@ class InstallationStore:
                 async with self._db.transaction() as tx:
                     removed += await clear_conversation(tx, conversation["id"], cleared_at=None)
             async with self._db.transaction() as tx:
-                for table in ("message_links", "jobs", "user_defaults"):
+                for table in ("message_links", "jobs", "user_defaults", "shared_defaults"):
                     removed += await tx.execute(
                         f"DELETE FROM {table} WHERE platform = ? AND tenant = ?", platform, tenant
                     )

@@ -170,6 +170,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN group_open INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_by_group ON jobs (group_id);
     """,
+    # defaults set for a whole workspace or server (channel '') or for one channel, under
+    # each person's own
+    """
+    CREATE TABLE shared_defaults (
+        platform TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        options TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (platform, tenant, channel)
+    );
+    """,
 )
 
 _POSTGRES_TYPES = (

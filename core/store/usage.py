@@ -1,7 +1,9 @@
-"""What limits and reports count, and each person's saved defaults."""
+"""What limits and reports count, and the saved defaults: each person's, each channel's
+and each workspace's or server's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from core.jobs import UsageSummary
@@ -15,6 +17,7 @@ _TABLES = ("images", "conversations", "turns", "jobs", "message_links", "intake"
 
 class UsageStore:
     _db: Database
+    _clock: Callable[[], float]
 
     async def quota_counts(
         self, platform: str, tenant: str, user_id: str, day_start: float, month_start: float
@@ -98,6 +101,47 @@ class UsageStore:
                 tenant,
                 user_id,
                 dump_options(options),
+            )
+
+    async def shared_defaults(
+        self, platform: str, tenant: str, channel: str | None
+    ) -> tuple[Options, Options]:
+        """The defaults set for the whole workspace or server, and for `channel`."""
+        rows = await self._db.fetch(
+            "SELECT channel, options FROM shared_defaults WHERE platform = ? AND tenant = ? "
+            "AND channel IN ('', ?)",
+            platform,
+            tenant,
+            channel or "",
+        )
+        found = {row["channel"]: load_options(row["options"]) for row in rows}
+        return found.get("", Options()), found.get(channel, Options()) if channel else Options()
+
+    async def set_shared_defaults(
+        self, platform: str, tenant: str, channel: str | None, options: Options, set_by: str
+    ) -> None:
+        """Save the defaults of a workspace or server (`channel` None) or of one channel;
+        nothing set removes them."""
+        async with self._db.transaction() as tx:
+            if options == Options():
+                await tx.execute(
+                    "DELETE FROM shared_defaults WHERE platform = ? AND tenant = ? AND channel = ?",
+                    platform,
+                    tenant,
+                    channel or "",
+                )
+                return
+            await tx.execute(
+                "INSERT INTO shared_defaults (platform, tenant, channel, options, set_by, set_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, tenant, channel) DO UPDATE "
+                "SET options = excluded.options, set_by = excluded.set_by, "
+                "set_at = excluded.set_at",
+                platform,
+                tenant,
+                channel or "",
+                dump_options(options),
+                set_by,
+                self._clock(),
             )
 
     async def counts(self) -> dict[str, int]:

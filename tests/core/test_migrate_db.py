@@ -157,6 +157,8 @@ async def _fill(path: Path) -> Content:
         "slack", "T1", "U1", Options(aspect_ratio="3:2", size="2K", text=True)
     )
     await store.set_user_defaults("discord", "G1", "U2", Options(model="pro"))
+    await store.set_shared_defaults("slack", "T1", None, Options(size="2K"), "U1")
+    await store.set_shared_defaults("slack", "T1", "C3", Options(n=2), "U1")
     assert await store.hold("slack", "held-1", {"text": "a cat", "user": "U3"}, OWNER, 60)
     # a workspace that installed the app, and one that left it, its data due to go
     await store.save_installation(
