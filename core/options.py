@@ -274,6 +274,19 @@ def check_reference_count(model: Model, count: int, catalog: Catalog) -> None:
     )
 
 
+def describe_set(options: Options, catalog: Catalog) -> str:
+    """What a layer of saved defaults sets, and nothing it leaves to the next one:
+    `Gemini 3 Pro Image · 16:9 · 4 images a request`."""
+    model = catalog.find(options.model or "")
+    said = [
+        model.name if model else options.model,
+        options.aspect_ratio,
+        options.size,
+        f"{options.n} images a request" if options.n and options.n > 1 else None,
+    ]
+    return " · ".join(s for s in said if s)
+
+
 def check_prompt(prompt: str, max_chars: int, *, has_images: bool = False) -> str:
     prompt = prompt.strip()
     if not prompt:

@@ -1283,6 +1283,18 @@ class Service:
         """Save `changes` over a user's defaults; a new model keeps the saved ratio and size
         only where it makes them."""
         current = await self.store.user_defaults(platform, tenant, user_id)
+        wanted = self._changed_defaults(current, changes)
+        return await self.set_user_defaults(platform, tenant, user_id, wanted)
+
+    async def change_shared_defaults(
+        self, platform: str, tenant: str, channel: str | None, changes: Options, set_by: str
+    ) -> Options:
+        """change_user_defaults for a workspace or server (`channel` None) or a channel."""
+        team, here = await self.store.shared_defaults(platform, tenant, channel)
+        wanted = self._changed_defaults(here if channel else team, changes)
+        return await self.set_shared_defaults(platform, tenant, channel, wanted, set_by)
+
+    def _changed_defaults(self, current: Options, changes: Options) -> Options:
         kept = Options(
             aspect_ratio=current.aspect_ratio, size=current.size, model=current.model, n=current.n
         )
@@ -1295,10 +1307,9 @@ class Service:
                 size=kept.size if kept.size in chosen.sizes else None,
                 n=kept.n,
             )
-        wanted = Options(
+        return Options(
             model=changes.model, aspect_ratio=changes.aspect_ratio, size=changes.size, n=changes.n
         ).over(kept)
-        return await self.set_user_defaults(platform, tenant, user_id, wanted)
 
     async def set_user_defaults(
         self, platform: str, tenant: str, user_id: str, options: Options

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 CHOICES_MAX = 25  # Discord's limit per option
 N_HELP = f"How many images to make at once, each its own (1 to {MAX_VARIATIONS})"
+SETTINGS_SCOPES = [
+    app_commands.Choice(name="me", value="me"),
+    app_commands.Choice(name="this channel", value="channel"),
+    app_commands.Choice(name="this server", value="server"),
+]
 COMMAND_NAMES = (
     "imagine",
     "blend",
@@ -57,6 +62,7 @@ class CommandHandlers(Protocol):
         size: str | None,
         reset: bool,
         n: int | None = None,
+        scope: str = "me",
     ) -> None: ...
 
     async def show_usage(self, interaction: discord.Interaction) -> None: ...
@@ -226,9 +232,11 @@ def add_commands(
         aspect_ratio="Default shape",
         size="Default resolution",
         n="Default number of images a request makes (1 to 4)",
-        reset="Forget your defaults",
+        reset="Forget these defaults",
+        scope="Whose defaults: yours, or (with Manage Server) this channel's or this server's",
     )
-    @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models)
+    @app_commands.rename(scope="for")
+    @app_commands.choices(aspect_ratio=ratios, size=sizes, model=models, scope=SETTINGS_SCOPES)
     async def imagine_settings(
         interaction: discord.Interaction,
         model: Optional[str] = None,  # noqa: UP045
@@ -236,9 +244,16 @@ def add_commands(
         size: Optional[str] = None,  # noqa: UP045
         n: Optional[app_commands.Range[int, 1, MAX_VARIATIONS]] = None,  # noqa: UP045
         reset: bool = False,
+        scope: str = "me",
     ) -> None:
         await _handlers(interaction).show_settings(
-            interaction, model=model, aspect_ratio=aspect_ratio, size=size, n=n, reset=reset
+            interaction,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            size=size,
+            n=n,
+            reset=reset,
+            scope=scope,
         )
 
     @tree.command(

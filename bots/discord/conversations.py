@@ -235,6 +235,8 @@ class Conversations:
             thread_key=thread_key,
             reply_to=reply_to,
             target=target.to_dict(),
+            # a thread's parent, where the thread was opened: its defaults apply
+            channel=str(getattr(message.channel, "parent_id", None) or message.channel.id),
         )
         held = Held.of("message", request, attachments, new_thread=new_thread)
         # Discord sends a message once, with nothing to acknowledge: it is kept in the store

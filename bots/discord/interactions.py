@@ -239,24 +239,43 @@ class Interactions:
         size: str | None,
         reset: bool,
         n: int | None = None,
+        scope: str = "me",
     ) -> None:
+        """Someone's own defaults or, for members with Manage Server, the server's or this
+        channel's (`scope`)."""
         if not await self._admit(interaction):
+            return
+        shared = scope in ("server", "channel")
+        if shared and interaction.guild_id is None:
+            await _reply_privately(interaction, messages.SHARED_DEFAULTS_IN_SERVERS)
+            return
+        if shared and not interaction.permissions.manage_guild:
+            await _reply_privately(interaction, messages.ONLY_MANAGERS)
             return
         if not await _defer_privately(interaction):
             return
         tenant = tenant_of(interaction.guild_id, interaction.user.id)
         user = str(interaction.user.id)
+        channel = defaults_channel(interaction)
+        whose = channel if scope == "channel" else None
+        changes = Options(model=model, aspect_ratio=aspect_ratio, size=size, n=n)
+        service = self.service
         try:
-            if reset:
-                saved = await self.service.set_user_defaults(PLATFORM, tenant, user, Options())
-                text = messages.settings_text(saved, self.catalog, saved=True)
-            elif model or aspect_ratio or size or n:
-                changes = Options(model=model, aspect_ratio=aspect_ratio, size=size, n=n)
-                saved = await self.service.change_user_defaults(PLATFORM, tenant, user, changes)
-                text = messages.settings_text(saved, self.catalog, saved=True)
-            else:
-                current = await self.service.user_defaults(PLATFORM, tenant, user)
-                text = messages.settings_text(current, self.catalog, saved=False)
+            if reset or changes != Options():
+                wanted = Options() if reset else changes
+                if shared:
+                    change = (
+                        service.set_shared_defaults if reset else service.change_shared_defaults
+                    )
+                    await change(PLATFORM, tenant, whose, wanted, user)
+                elif reset:
+                    await service.set_user_defaults(PLATFORM, tenant, user, wanted)
+                else:
+                    await service.change_user_defaults(PLATFORM, tenant, user, wanted)
+            layers = await service.defaults(PLATFORM, tenant, user, channel)
+            text = messages.settings_text(
+                layers, self.catalog, saved=reset or changes != Options(), scope=scope
+            )
         except UserFacingError as exc:
             text = messages.failure(exc.message)
         except Exception:
@@ -337,6 +356,7 @@ class Interactions:
             continue_job=continue_job,
             options=options,
             target=target.to_dict(),
+            channel=defaults_channel(interaction),
         )
         held = Held.of("interaction", request, attachments or [])
 
@@ -402,6 +422,13 @@ async def _reply_privately(interaction: discord.Interaction, text: str) -> None:
             )
     except discord.HTTPException as exc:
         _log_late(interaction, exc)
+
+
+def defaults_channel(interaction: discord.Interaction) -> str | None:
+    """The channel whose defaults apply: a thread's parent, where the thread was opened."""
+    parent = getattr(interaction.channel, "parent_id", None)
+    channel = parent or interaction.channel_id
+    return str(channel) if channel else None
 
 
 def _target(interaction: discord.Interaction) -> Target:

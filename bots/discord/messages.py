@@ -10,8 +10,8 @@ import discord
 from core import wording
 from core.catalog import Catalog
 from core.images import extension_for, format_megabytes, printable_name
-from core.jobs import HistoryItem, HistoryPage, Job, Outcome, UsageReport
-from core.options import Options
+from core.jobs import Defaults, HistoryItem, HistoryPage, Job, Outcome, UsageReport
+from core.options import Options, describe_set
 
 COLOUR = 0x5865F2
 DESCRIPTION_MAX = 4000
@@ -238,18 +238,45 @@ def usage_text(
     return "\n".join(lines)
 
 
-def settings_text(options: Options, catalog: Catalog, *, saved: bool) -> str:
+SHARED_DEFAULTS_IN_SERVERS = (
+    "Server and channel defaults are set in a server; here, leave out `for`."
+)
+ONLY_MANAGERS = (
+    "Only members with Manage Server can change the server's or a channel's defaults; "
+    "`/imagine-settings` without `for` sets your own."
+)
+_WHOSE = {
+    "me": "Your defaults",
+    "server": "This server's defaults",
+    "channel": "This channel's defaults",
+}
+
+
+def settings_text(defaults: Defaults, catalog: Catalog, *, saved: bool, scope: str = "me") -> str:
+    """The defaults `scope` names (yours, the server's or this channel's), with the layers
+    that apply here under them."""
+    options = {"me": defaults.user, "server": defaults.team, "channel": defaults.channel}[scope]
     model = catalog.find(options.model or "")
     model_text = f"**{model.name}**" if model else f"not set ({catalog.default.name})"
     ratio_text = f"**{options.aspect_ratio}**" if options.aspect_ratio else "not set (the model's)"
     size_text = f"**{options.size}**" if options.size else "not set (1K where the model has it)"
     n_text = f"**{options.n}**" if options.n else "not set (1)"
-    head = "Saved. Your defaults now:" if saved else "Your defaults:"
-    return (
-        f"{head}\n• Model: {model_text}\n• Aspect ratio: {ratio_text}\n• Size: {size_text}\n"
-        f"• Images a request: {n_text}\n"
-        "Options given to /imagine, or typed as flags, win over these."
+    head = f"Saved. {_WHOSE[scope]} now:" if saved else f"{_WHOSE[scope]}:"
+    lines = [
+        head,
+        f"• Model: {model_text}",
+        f"• Aspect ratio: {ratio_text}",
+        f"• Size: {size_text}",
+        f"• Images a request: {n_text}",
+    ]
+    for label, layer in (("this server", defaults.team), ("this channel", defaults.channel)):
+        if layer != Options() and layer is not options:
+            lines.append(f"Set for everyone in {label}: {describe_set(layer, catalog)}.")
+    lines.append(
+        "Options given to /imagine, or typed as flags, win over these; your own defaults win "
+        "over the channel's, and the channel's over the server's."
     )
+    return "\n".join(lines)
 
 
 def too_big(name: str, size: int, limit: int) -> str:

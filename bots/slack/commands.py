@@ -15,6 +15,7 @@ from bots.slack.events import (
     command_key,
     command_request,
     history_page,
+    settings_scope,
     subcommand,
 )
 from bots.slack.payloads import SlashCommand
@@ -45,12 +46,17 @@ class Commands:
         command = SlashCommand.model_validate(body)
         match subcommand(command.text):
             case "help":
+                service = self.ctx.service
+                layers = await service.defaults(
+                    PLATFORM, command.team_id, command.user_id, command.channel_id
+                )
                 await self._tell(
                     command,
                     messages.help_text(
-                        self.ctx.service.catalog,
+                        service.catalog,
                         command=command.command,
                         bot_user_id=await self.ctx.bot_user_id(command.team_id),
+                        shared=messages.shared_summary(layers, service.catalog),
                     ),
                 )
             case "settings":
@@ -79,12 +85,25 @@ class Commands:
             log.info("repeated delivery of one command", extra={"job_id": submitted.job.id})
 
     async def _settings(self, command: SlashCommand) -> None:
-        current = await self.ctx.service.user_defaults(PLATFORM, command.team_id, command.user_id)
-        client = await self.ctx.client(command.team_id)
-        await client.views_open(
-            trigger_id=command.trigger_id,
-            view=messages.settings_view(self.ctx.service.catalog, current),
-        )
+        """Someone's own defaults or, for admins and owners, the workspace's or the
+        channel's (`/imagine settings workspace|channel`)."""
+        service, team = self.ctx.service, command.team_id
+        layers = await service.defaults(PLATFORM, team, command.user_id, command.channel_id)
+        scope = settings_scope(command.text)
+        if scope is None:
+            view = messages.settings_view(service.catalog, layers.user, shared=layers)
+        elif not await self.ctx.is_admin(team, command.user_id):
+            await self._tell(command, messages.ONLY_ADMINS)
+            return
+        elif scope == "channel":
+            form = messages.CHANNEL_SCOPE + command.channel_id
+            view = messages.settings_view(service.catalog, layers.channel, scope=form)
+        else:
+            view = messages.settings_view(
+                service.catalog, layers.team, scope=messages.WORKSPACE_SCOPE
+            )
+        client = await self.ctx.client(team)
+        await client.views_open(trigger_id=command.trigger_id, view=view)
 
     async def _usage(self, command: SlashCommand) -> None:
         service = self.ctx.service

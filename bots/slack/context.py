@@ -10,13 +10,16 @@ from functools import partial
 from typing import Any, Protocol
 
 import httpx
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bots.slack import messages
 from bots.slack.delivery import SlackDelivery
 from bots.slack.workspaces import Workspaces
 from core.config import Settings
+from core.errors import UserFacingError
 from core.intake import Intake
 from core.service import Service
 
@@ -59,6 +62,19 @@ class SlackContext:
 
     async def bot_user_id(self, team: str) -> str:
         return (await self.workspaces.bot(team)).user_id
+
+    async def is_admin(self, team: str, user: str) -> bool:
+        """Whether `user` is an admin or owner of the workspace (users.info, which needs the
+        users:read scope: without it, a UserFacingError says how to grant it)."""
+        client = await self.client(team)
+        try:
+            answer = await client.users_info(user=user)
+        except SlackApiError as exc:
+            if exc.response.get("error") == "missing_scope":
+                raise UserFacingError(messages.NEEDS_USERS_READ) from None
+            raise
+        found = answer.get("user") or {}
+        return any(bool(found.get(k)) for k in ("is_admin", "is_owner", "is_primary_owner"))
 
     async def take(self, handler: Handler, body: dict[str, Any], ack: Ack) -> None:
         """A request from Slack: held in the store before `ack` answers Slack, then its work

@@ -15,6 +15,7 @@ PLATFORM = "slack"
 # messages. Edits, deletions, joins and the rest are not requests.
 ACCEPTED_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
 SUBCOMMANDS = ("help", "settings", "usage", "history")
+SETTINGS_SCOPES = ("workspace", "channel")  # `/imagine settings workspace`: for everyone
 
 _MARKUP = re.compile(r"<([^<>\n]*)>")
 
@@ -83,9 +84,17 @@ def subcommand(text: str) -> str | None:
         return "help"
     if words[0] == "history" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
         return "history"
+    if words[0] == "settings" and len(words) == 2 and words[1] in SETTINGS_SCOPES:
+        return "settings"
     if words in (["blend"], ["describe"]):
         return words[0]  # a slash command carries no files: told how to mention instead
     return words[0] if len(words) == 1 and words[0] in SUBCOMMANDS else None
+
+
+def settings_scope(text: str) -> str | None:
+    """Whose defaults `/imagine settings [workspace|channel]` is about (None: one's own)."""
+    words = text.lower().split()
+    return words[1] if len(words) == 2 and words[1] in SETTINGS_SCOPES else None
 
 
 def history_page(text: str) -> int:
@@ -173,6 +182,7 @@ def message_request(
         reply_to=route.reply_to,
         attachments=attachments,
         target=target.as_dict(),
+        channel=route.channel,
     )
 
 
@@ -185,6 +195,7 @@ def command_request(command: SlashCommand) -> Request:
         text=clean_text(command.text, None),
         idempotency_key=command_key(command.team_id, command.trigger_id),
         target=Target(command.channel_id, command.user_id).as_dict(),
+        channel=command.channel_id,
     )
 
 

@@ -8,8 +8,8 @@ from typing import Any, TypedDict
 from core import wording
 from core.catalog import SIZES, Catalog
 from core.images import ATTACH_HINT
-from core.jobs import HistoryPage, Job, UsageReport, Variation
-from core.options import MAX_VARIATIONS, Options, ResolvedOptions
+from core.jobs import Defaults, HistoryPage, Job, UsageReport, Variation
+from core.options import MAX_VARIATIONS, Options, ResolvedOptions, describe_set
 
 Block = dict[str, Any]
 
@@ -382,7 +382,8 @@ def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %H:%M UTC")
 
 
-def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
+def help_text(catalog: Catalog, *, command: str, bot_user_id: str, shared: str = "") -> str:
+    """The help; `shared` says which workspace and channel defaults apply where it is asked."""
     models = []
     for model in catalog.models:
         name = model.aliases[0] if model.aliases else model.id
@@ -410,6 +411,9 @@ def help_text(catalog: Catalog, *, command: str, bot_user_id: str) -> str:
             "one) · Delete (your own images) · Cancel while it is being made",
             f"*More:* `{command} settings` your defaults · `{command} usage` this month's "
             f"images and cost · `{command} history` your images · `{command} help` this help",
+            f"*Defaults for everyone* (workspace admins and owners): `{command} settings "
+            f"workspace`, `{command} settings channel`; your own win over them"
+            + (f". Here: {shared}" if shared else ""),
             f"*Aspect ratios:* {ratios} (not every model makes every one)",
             "*Models:*",
             *models,
@@ -495,7 +499,37 @@ def _all_ratios(catalog: Catalog) -> list[str]:
     return sorted(seen, key=width_over_height)
 
 
-def settings_view(catalog: Catalog, current: Options) -> Block:
+WORKSPACE_SCOPE = "workspace"  # a settings form's private_metadata: whose defaults it sets
+CHANNEL_SCOPE = "channel:"  # + the channel id
+ONLY_ADMINS = (
+    "Only workspace admins and owners can change the defaults of the workspace or of a "
+    "channel; `/imagine settings` sets your own."
+)
+NEEDS_USERS_READ = (
+    "I cannot tell who the workspace admins are without the `users:read` permission: ask an "
+    "admin to reinstall me (the app's manifest asks for it), then try again."
+)
+
+
+def shared_summary(defaults: Defaults, catalog: Catalog) -> str:
+    """The workspace's and this channel's defaults, as said under someone's own."""
+    parts = []
+    for label, options in (("workspace", defaults.team), ("this channel", defaults.channel)):
+        if options != Options():
+            parts.append(f"{label}: {escape(describe_set(options, catalog))}")
+    return "; ".join(parts)
+
+
+def settings_view(
+    catalog: Catalog,
+    current: Options,
+    *,
+    scope: str = "",
+    shared: Defaults | None = None,
+) -> Block:
+    """The settings form: someone's own defaults (`scope` ""), the workspace's
+    (WORKSPACE_SCOPE) or a channel's (CHANNEL_SCOPE + id); `shared` are the layers under
+    someone's own, shown for what they start from."""
     model_options = [_option(f"Default ({catalog.default.name})", DEFAULT_CHOICE)] + [
         _option(m.name, m.id) for m in catalog.models
     ]
@@ -507,10 +541,26 @@ def settings_view(catalog: Catalog, current: Options) -> Block:
         _option(f"{n} at once", str(n)) for n in range(2, MAX_VARIATIONS + 1)
     ]
     current_model = catalog.find(current.model or "")
+    title = "Image defaults"
+    note = "Options you type (`--ar`, `--size`, `--model`, `--n`) always win over these."
+    if scope == WORKSPACE_SCOPE:
+        title = "Workspace defaults"
+        note = "Everyone here starts from these, unless a channel or they saved their own. " + note
+    elif scope.startswith(CHANNEL_SCOPE):
+        title = "Channel defaults"
+        channel = scope.removeprefix(CHANNEL_SCOPE)
+        note = (
+            f"Everyone in <#{channel}> starts from these (over the workspace's), unless they "
+            "saved their own. " + note
+        )
+    elif shared is not None and shared_summary(shared, catalog):
+        layers = shared_summary(shared, catalog)
+        note = f"Set for everyone where you are: {layers}. Yours win over these. " + note
     return {
         "type": "modal",
         "callback_id": SETTINGS_CALLBACK,
-        "title": _plain("Image defaults"),
+        "private_metadata": scope,
+        "title": _plain(title),
         "submit": _plain("Save"),
         "close": _plain("Cancel"),
         "blocks": [
@@ -518,19 +568,22 @@ def settings_view(catalog: Catalog, current: Options) -> Block:
             _select("aspect_ratio", "Aspect ratio", ratio_options, current.aspect_ratio),
             _select("size", "Size", size_options, current.size),
             _select("n", "Images a request", n_options, str(current.n) if current.n else None),
-            _context(
-                "Options you type (`--ar`, `--size`, `--model`, `--n`) always win over these."
-            ),
+            _context(note),
         ],
     }
 
 
-def settings_saved_view(summary: str) -> Block:
+def settings_saved_view(summary: str, scope: str = "") -> Block:
+    whose = "Your images"
+    if scope == WORKSPACE_SCOPE:
+        whose = "Images in this workspace"
+    elif scope.startswith(CHANNEL_SCOPE):
+        whose = f"Images in <#{scope.removeprefix(CHANNEL_SCOPE)}>"
     return {
         "type": "modal",
         "title": _plain("Image defaults"),
         "close": _plain("Done"),
-        "blocks": [_section(f":white_check_mark: Saved. Your images now start from {summary}.")],
+        "blocks": [_section(f":white_check_mark: Saved. {whose} now start from {summary}.")],
     }
 
 

@@ -41,17 +41,26 @@ class Modals:
             size=picked["size"],
             n=int(picked["n"]) if (picked["n"] or "").isdigit() else None,
         )
-        catalog = self.ctx.service.catalog
+        service, team, user = self.ctx.service, submission.workspace, submission.user.id
+        scope = view.private_metadata
         try:
-            saved = await self.ctx.service.set_user_defaults(
-                PLATFORM, submission.workspace, submission.user.id, wanted
-            )
+            if not scope:
+                saved = await service.set_user_defaults(PLATFORM, team, user, wanted)
+            elif not await self.ctx.is_admin(team, user):  # asked again: roles change
+                raise UserFacingError(messages.ONLY_ADMINS)
+            else:
+                channel = (
+                    scope.removeprefix(messages.CHANNEL_SCOPE)
+                    if scope != messages.WORKSPACE_SCOPE
+                    else None
+                )
+                saved = await service.set_shared_defaults(PLATFORM, team, channel, wanted, user)
         except UserFacingError as exc:
             field = _field_of(exc.message, wanted)
             await ack(response_action="errors", errors={field: exc.message})
             return
-        summary = messages.settings_summary(saved, catalog)
-        await ack(response_action="update", view=messages.settings_saved_view(summary))
+        summary = messages.settings_summary(saved, service.catalog)
+        await ack(response_action="update", view=messages.settings_saved_view(summary, scope))
 
     async def edit(self, ack: Ack, body: dict[str, Any]) -> None:
         """Checks the wording and the image at once (errors show in the form), then the

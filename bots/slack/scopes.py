@@ -3,10 +3,10 @@ README.md and `imagebot doctor` follow (tests hold the first two to it).
 
 The adapter calls auth.test, chat.postMessage, chat.postEphemeral, chat.update,
 chat.delete, files.getUploadURLExternal, files.completeUploadExternal (files_upload_v2),
-files.delete, files.info, views.open (which needs a trigger_id, not a scope), views.publish
-and chat.getPermalink (no scope either), downloads attached files and answers response_url.
-It calls neither reactions.* nor users.* nor conversations.*, so reactions:write,
-users:read and the *:read conversation scopes are not asked for.
+files.delete, files.info, users.info, views.open (which needs a trigger_id, not a scope),
+views.publish and chat.getPermalink (no scope either), downloads attached files and answers
+response_url. It calls neither reactions.* nor conversations.*, so reactions:write and the
+*:read conversation scopes are not asked for.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ SCOPES: tuple[Scope, ...] = (
         "stubs (files.info)",
     ),
     Scope("app_mentions:read", "mentions of the bot, in channels and threads", event="app_mention"),
+    Scope(
+        "users:read",
+        "tell workspace admins and owners, who may set the defaults of the workspace and of "
+        "a channel (users.info)",
+    ),
     Scope("im:history", "direct messages to the bot", event="message.im"),
     Scope(
         "channels:history",

@@ -29,7 +29,7 @@ from tests.fakes.gemini import FakeGemini, Fault
 from tests.fakes.slack import FakeSlack
 
 REPO = Path(__file__).resolve().parents[2]
-LEAST_SCOPES = "commands,chat:write,files:write,files:read,app_mentions:read,im:history"
+LEAST_SCOPES = "commands,chat:write,files:write,files:read,app_mentions:read,users:read,im:history"
 
 
 @dataclass
@@ -146,13 +146,13 @@ async def test_unconfigured_platforms_are_skipped_and_do_not_fail(
 
 
 async def test_unneeded_scopes_and_intents_are_named_for_least_privilege(stack: Stack) -> None:
-    stack.slack.scopes = LEAST_SCOPES + ",reactions:write,users:read"
+    stack.slack.scopes = LEAST_SCOPES + ",reactions:write,groups:read"
 
     code, lines = await run(stack.settings())
 
     assert code == 0
     assert line(lines, "✓ Slack scopes").endswith(
-        "granted (also granted, not needed: reactions:write, users:read)"
+        "granted (also granted, not needed: reactions:write, groups:read)"
     )
     # the fake switches every privileged intent on
     assert "Message Content Intent, Server Members Intent, Presence Intent also on, not needed" in (
@@ -405,7 +405,7 @@ async def test_a_refused_slack_token_says_which_token_to_use(stack: Stack) -> No
 
 
 async def test_missing_scopes_are_named_with_why_and_where_to_add_them(stack: Stack) -> None:
-    stack.slack.scopes = "commands,chat:write,files:write,app_mentions:read"
+    stack.slack.scopes = "commands,chat:write,files:write,app_mentions:read,users:read"
 
     code, lines = await run(stack.settings())
 

@@ -27,7 +27,7 @@ def test_manifest_asks_for_exactly_the_scopes_always_needed_each_with_its_reason
     for scope in ALWAYS:
         assert re.search(rf"^\s+- {re.escape(scope.name)} # \S", text, re.M), scope.name
     # nothing the adapter never calls
-    assert "reactions:write" not in text and "users:read" not in text
+    assert "reactions:write" not in text and "groups:read" not in text
 
 
 def test_manifest_subscribes_to_the_events_of_those_scopes_only() -> None:

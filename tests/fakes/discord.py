@@ -456,6 +456,8 @@ class FakeDiscord:
 
         # channel overrides taking permissions from the bot: ATTACH_FILES, EMBED_LINKS, ...
         self.denied: dict[int, set[str]] = {}
+        # members holding a role with Manage Server (shown in their interactions' permissions)
+        self.managers: set[int] = set()
         # users who do not take DMs from the bot (privacy settings, or a block)
         self.closed_dms: set[int] = set()
 
@@ -866,7 +868,10 @@ class FakeDiscord:
         return member
 
     def _permissions_of(self, user_id: int) -> int:
-        return _BOT_PERMISSIONS if user_id == self.bot_user_id else _EVERYONE_PERMISSIONS
+        if user_id == self.bot_user_id:
+            return _BOT_PERMISSIONS
+        manage_guild = 1 << 5 if user_id in self.managers else 0
+        return _EVERYONE_PERMISSIONS | manage_guild
 
     # gateway payloads ----------------------------------------------------------------------------
 

@@ -1040,6 +1040,8 @@ class FakeSlack:
         tz: str = "Europe/Berlin",
         tz_offset: int = 3600,
         is_bot: bool = False,
+        is_admin: bool = False,
+        is_owner: bool = False,
     ) -> dict[str, Any]:
         """Defines what `users.info` answers for `user_id` (unknown ids get a plain default)."""
         real = real_name or name
@@ -1053,7 +1055,9 @@ class FakeSlack:
             "tz_label": tz,
             "tz_offset": tz_offset,
             "is_bot": is_bot,
-            "is_admin": False,
+            "is_admin": is_admin or is_owner,  # Slack marks owners as admins too
+            "is_owner": is_owner,
+            "is_primary_owner": False,
             "is_app_user": False,
             "profile": {
                 "real_name": real,
@@ -1066,6 +1070,8 @@ class FakeSlack:
         return user
 
     def _users_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        if "users:read" not in self.scopes.split(","):
+            raise _SlackError("missing_scope")
         user_id = _required(p, "user", "user_not_found")
         if user_id not in self.users:
             if user_id == self.bot_user_id:
