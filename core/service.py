@@ -1155,7 +1155,12 @@ class Service:
             try:
                 grouped = await self._variations_outcome(job.group_id)
                 if grouped is not None:
-                    await self._show_result(adapter, *grouped)
+                    first, outcome = grouped
+                    try:
+                        await self._show_result(adapter, first, outcome)
+                    finally:
+                        if first.id not in self._unrecorded:
+                            self._active.discard(first.id)
             finally:
                 self._delivering_groups.discard(job.group_id)
             return
