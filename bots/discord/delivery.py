@@ -47,6 +47,18 @@ class _ImageBytes(io.BytesIO):
     def getbuffer(self) -> memoryview:  # type: ignore[override]
         return memoryview(self._data)
 
+    def release(self) -> None:
+        """Let go of the image's bytes once the upload is over.
+
+        discord.py never closes a file object it was handed (the caller owns it), and its
+        `File` leaves one in a reference cycle (it sets `fp.close` back to `fp`'s own bound
+        method). Unreleased, every uploaded image stayed in memory until the garbage
+        collector's next full pass, outside the memory budget: ~450 MB at the peak of a
+        burst of 200 4K images. Dropping discord.py's `close` breaks the cycle."""
+        vars(self).pop("close", None)
+        self._data = b""
+        super().close()
+
 
 @dataclass
 class Rendered:
@@ -56,9 +68,18 @@ class Rendered:
     embeds: list[discord.Embed] = field(default_factory=list)
     files: list[tuple[str, bytes]] = field(default_factory=list)
     view: discord.ui.View | None = None
+    # the uploads made for the attempts so far, released after each (release_files)
+    _uploads: list[_ImageBytes] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def discord_files(self) -> list[discord.File]:
-        return [discord.File(_ImageBytes(data), filename=name) for name, data in self.files]
+        uploads = [(_ImageBytes(data), name) for name, data in self.files]
+        self._uploads.extend(upload for upload, _ in uploads)
+        return [discord.File(upload, filename=name) for upload, name in uploads]
+
+    def release_files(self) -> None:
+        """After an attempt, sent or not: the bytes of its uploads are let go at once."""
+        while self._uploads:
+            self._uploads.pop().release()
 
     def without_embeds(self) -> Rendered:
         """The same message with its cards written out as text (for when Embed Links is
@@ -142,6 +163,8 @@ async def _attempt(send: Send, rendered: Rendered) -> int:
         if exc.status == 401:  # the token died early
             raise _Gone(_cause(exc)) from None
         raise
+    finally:
+        rendered.release_files()
 
 
 class DiscordDelivery:
@@ -386,6 +409,8 @@ class DiscordDelivery:
             message = await channel.send(**fields)
         except discord.HTTPException as exc:
             raise Undeliverable(f"{reason}, and no DM either ({_cause(exc)})") from None
+        finally:
+            rendered.release_files()
         log.info("delivered by DM instead: %s", reason)
         return message.id
 

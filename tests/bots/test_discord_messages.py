@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import sys
 import tracemalloc
 
 import aiohttp.payload
@@ -220,3 +222,24 @@ def test_an_image_is_uploaded_without_a_copy_of_its_bytes() -> None:
     assert upload.size == len(image)
     assert peak < 1_000_000
     assert file.fp.read() == image
+
+
+def test_an_uploaded_image_is_let_go_after_the_attempt_without_the_garbage_collector() -> None:
+    """discord.py's File leaves the file object it was handed in a reference cycle and never
+    closes it: unreleased, each image stayed in memory until the collector's next full pass
+    (~450 MB more at the peak of a burst of 200 4K images)."""
+    image = bytes(20_000_000)
+    held = sys.getrefcount(image)
+    rendered = Rendered(files=[("image.png", image)])
+    gc.disable()
+    try:
+        for _ in range(2):  # every attempt makes its own uploads
+            [file] = rendered.discord_files()
+            file.reset()
+            assert file.fp.read() == image
+            file.close()  # what discord.py does once the request is over
+            del file
+            rendered.release_files()
+            assert sys.getrefcount(image) == held + 1  # the Rendered's own
+    finally:
+        gc.enable()
