@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -127,7 +127,8 @@ class Service:
         self._active: set[str] = set()
         self._running: set[str] = set()  # claimed by a worker here, result not yet stored
         self._delivering: set[str] = set()
-        self._delivering_groups: set[str] = set()
+        # variations being looked at for delivery: a lock each, and how many use it
+        self._group_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # held requests whose work this process is doing: the only holds it renews
         self._holding: set[str] = set()
         # work the store refused, done again once it takes writes: runs to queue again,
@@ -1149,10 +1150,9 @@ class Service:
             log.error("no adapter for platform %s", job.platform)
             return
         if job.group_id is not None:
-            if job.group_id in self._delivering_groups:
-                return
-            self._delivering_groups.add(job.group_id)
-            try:
+            # one look at a time: a look that found one still open must be over before the
+            # one after the last has ended looks, or it could find it taken and give up
+            async with self._group_turn(job.group_id):
                 grouped = await self._variations_outcome(job.group_id)
                 if grouped is not None:
                     first, outcome = grouped
@@ -1161,8 +1161,6 @@ class Service:
                     finally:
                         if first.id not in self._unrecorded:
                             self._active.discard(first.id)
-            finally:
-                self._delivering_groups.discard(job.group_id)
             return
         if outcome is None:
             outcome = await self.outcome(job)
@@ -1199,6 +1197,20 @@ class Service:
                 # shown already: only the record waits, so it is never shown twice
                 self._unrecorded[job.id] = (job, keys)
             return
+
+    @contextlib.asynccontextmanager
+    async def _group_turn(self, group_id: str) -> AsyncIterator[None]:
+        lock, waiting = self._group_locks.get(group_id, (asyncio.Lock(), 0))
+        self._group_locks[group_id] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._group_locks[group_id]
+            if waiting == 1:
+                del self._group_locks[group_id]
+            else:
+                self._group_locks[group_id] = (lock, waiting - 1)
 
     async def _variations_outcome(self, group_id: str) -> tuple[Job, Outcome] | None:
         """A request for several images, once all have ended and when this process is to
