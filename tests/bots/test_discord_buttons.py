@@ -14,12 +14,11 @@ from tests.bots.test_discord_harness import (
     custom_ids,
     discord_server,
     image_size,
-    inline_images,
     running_bot,
     texts,
 )
 from tests.fakes.discord import FLAG_EPHEMERAL
-from tests.fakes.gemini import FakeGemini, pixel_size
+from tests.fakes.gemini import FakeGemini, inline_images, pixel_size
 
 FLASH = "gemini-3.1-flash-image-preview"
 

@@ -15,13 +15,12 @@ from tests.bots.test_discord_harness import (
     custom_ids,
     discord_server,
     image_size,
-    inline_images,
     png,
     running_bot,
     texts,
 )
 from tests.fakes.discord import INTENT_MESSAGE_CONTENT
-from tests.fakes.gemini import FakeGemini, pixel_size
+from tests.fakes.gemini import FakeGemini, inline_images, pixel_size
 
 
 async def test_a_mention_is_answered_with_a_reply_that_becomes_the_image(

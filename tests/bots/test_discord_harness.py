@@ -278,18 +278,6 @@ def texts(contents: list[JSON]) -> list[str]:
     return [p["text"] for c in contents for p in c["parts"] if "text" in p]
 
 
-def inline_images(contents: list[JSON], role: str | None = None) -> list[bytes]:
-    import base64
-
-    return [
-        base64.b64decode(p["inlineData"]["data"])
-        for c in contents
-        if role is None or c["role"] == role
-        for p in c["parts"]
-        if "inlineData" in p
-    ]
-
-
 async def wait_for(check: Callable[[], bool], fake: FakeDiscord, what: str) -> None:
     await fake.wait_until(check, 10.0, lambda: what)
 

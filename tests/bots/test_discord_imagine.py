@@ -14,13 +14,12 @@ from tests.bots.test_discord_harness import (
     custom_ids,
     discord_server,
     image_size,
-    inline_images,
     png,
     running_bot,
     texts,
 )
 from tests.fakes.discord import FLAG_EPHEMERAL
-from tests.fakes.gemini import FakeGemini, Fault, pixel_size
+from tests.fakes.gemini import FakeGemini, Fault, inline_images, pixel_size
 from tests.faults.checks import held_requests, poll_until
 
 FLASH = "gemini-3.1-flash-image-preview"

@@ -11,11 +11,10 @@ from tests.bots.test_discord_harness import (
     contents_of,
     discord_server,
     image_size,
-    inline_images,
     running_bot,
     texts,
 )
-from tests.fakes.gemini import FakeGemini, pixel_size
+from tests.fakes.gemini import FakeGemini, inline_images, pixel_size
 
 FLASH = "gemini-3.1-flash-image-preview"
 

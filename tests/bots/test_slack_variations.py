@@ -3,21 +3,10 @@ each on the card; picking one continues from that image alone."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
-from typing import Any
 
 from tests.bots.test_slack_app import FLASH, image_size, running
-from tests.fakes.gemini import FakeGemini, pixel_size
-
-
-def _images_sent(body: Any) -> list[bytes]:
-    return [
-        base64.b64decode(part["inlineData"]["data"])
-        for content in body["contents"]
-        for part in content["parts"]
-        if "inlineData" in part
-    ]
+from tests.fakes.gemini import FakeGemini, inline_images, pixel_size
 
 
 async def test_n_4_posts_four_images_in_the_thread_with_buttons_for_each_and_edit_of_the_third(
@@ -75,7 +64,7 @@ async def test_n_4_posts_four_images_in_the_thread_with_buttons_for_each_and_edi
         second = await slack.status_posted(2)
         await slack.final(second)
         third_image = slack.fake.uploads[2].data
-        assert _images_sent(fake_gemini.requests[4].json) == [third_image]
+        assert inline_images(fake_gemini.requests[4].json["contents"]) == [third_image]
         assert fake_gemini.requests[4].json["contents"][-1]["parts"][-1]["text"] == "make it night"
 
         # Vary on image 1: four new images, each made from image 1
@@ -85,7 +74,7 @@ async def test_n_4_posts_four_images_in_the_thread_with_buttons_for_each_and_edi
         assert "asked for variations of an image (4 images)" in str(varied["blocks"])
         assert len(fake_gemini.requests) == 9
         for request in fake_gemini.requests[5:]:
-            assert _images_sent(request.json) == [slack.fake.uploads[0].data]
+            assert inline_images(request.json["contents"]) == [slack.fake.uploads[0].data]
 
 
 async def test_delete_of_several_removes_every_file_and_the_card(

@@ -4,7 +4,6 @@ the conversation from that image."""
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -18,16 +17,7 @@ from core.options import Options
 from core.store import JobResult, NewJob, Store
 from tests.conftest import make_settings
 from tests.core.service_harness import RecordingAdapter, delivered, request, running
-from tests.fakes.gemini import FakeGemini, Fault
-
-
-def _images_sent(body: dict) -> list[bytes]:
-    return [
-        base64.b64decode(part["inlineData"]["data"])
-        for content in body["contents"]
-        for part in content["parts"]
-        if "inlineData" in part
-    ]
+from tests.fakes.gemini import FakeGemini, Fault, inline_images
 
 
 async def test_n_4_makes_four_calls_at_once_and_shows_them_together_then_one_continues(
@@ -66,7 +56,7 @@ async def test_n_4_makes_four_calls_at_once_and_shows_them_together_then_one_con
     assert len({job.model_turn_id for job in stored if job}) == 4
     # the edit of image 3 sends image 3, and no other of the four
     edit = fake_gemini.requests[4].json
-    assert _images_sent(edit) == [shown.variations[2].outcome.images[0].data]
+    assert inline_images(edit["contents"]) == [shown.variations[2].outcome.images[0].data]
     assert edit["contents"][-1]["parts"][-1]["text"] == "make it night"
     assert usage.images == 5  # each variation counts as an image
 
@@ -145,7 +135,7 @@ async def test_a_saved_n_applies_and_reroll_and_upscale_make_one(
     vary_calls = fake_gemini.requests[3:]
     assert len(vary_calls) == 2
     for call in vary_calls:
-        assert _images_sent(call.json) == [shown.variations[1].outcome.images[0].data]
+        assert inline_images(call.json["contents"]) == [shown.variations[1].outcome.images[0].data]
         assert call.json["contents"][-1]["parts"][-1]["text"] == wording.VARY_PROMPT
 
 

@@ -305,6 +305,17 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
             raise _unknown_name(key, where)
 
 
+def inline_images(contents: list[dict[str, Any]], role: str | None = None) -> list[bytes]:
+    """The images a request's `contents` carry (those of `role` only, when given), decoded."""
+    return [
+        base64.b64decode(p["inlineData"]["data"])
+        for c in contents
+        if role is None or c["role"] == role
+        for p in c["parts"]
+        if "inlineData" in p
+    ]
+
+
 def _check_schema(schema: Any, where: str) -> None:
     if not isinstance(schema, dict):
         raise _invalid(f"Invalid value at '{where}': expected an object.")
