@@ -24,6 +24,7 @@ from core.gemini import (
     Content,
     GeminiClient,
     GeminiError,
+    GenerationBlocked,
     ImageRequest,
     ImageResult,
     InlineImage,
@@ -621,10 +622,15 @@ class Service:
         )
         try:
             answer = await self.gemini.generate(question)
+        except GenerationBlocked as exc:
+            # the image model's words ("…finishing the picture") do not fit a description
+            raise UserFacingError(wording.DESCRIBE_NOTHING, detail=exc.detail) from None
         except GeminiError as exc:
             raise UserFacingError(exc.message, detail=exc.detail) from None
         said = "\n".join(p.text for p in answer.parts if p.text)
-        found = describing.suggestions(said, self.settings.max_prompt_chars)
+        found = describing.suggestions(
+            said, min(describing.PROMPT_CHARS, self.settings.max_prompt_chars)
+        )
         log.info("described an image: %d prompts, %d tokens", len(found), answer.usage.total_tokens)
         if not found:
             raise UserFacingError(wording.DESCRIBE_NOTHING, detail=said[:300])
@@ -1136,7 +1142,7 @@ class Service:
     async def _deliver(self, job: Job, outcome: Outcome | None, memory: MemoryHold | None) -> None:
         self._delivering.add(job.id)
         try:
-            await self._deliver_once(job, outcome)
+            await self._deliver_once(job, outcome, memory)
         finally:
             if memory is not None:
                 memory.release()
@@ -1144,7 +1150,9 @@ class Service:
             if job.id not in self._unrecorded:
                 self._active.discard(job.id)
 
-    async def _deliver_once(self, job: Job, outcome: Outcome | None) -> None:
+    async def _deliver_once(
+        self, job: Job, outcome: Outcome | None, memory: MemoryHold | None = None
+    ) -> None:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             log.error("no adapter for platform %s", job.platform)
@@ -1153,14 +1161,7 @@ class Service:
             # one look at a time: a look that found one still open must be over before the
             # one after the last has ended looks, or it could find it taken and give up
             async with self._group_turn(job.group_id):
-                grouped = await self._variations_outcome(job.group_id)
-                if grouped is not None:
-                    first, outcome = grouped
-                    try:
-                        await self._show_result(adapter, first, outcome)
-                    finally:
-                        if first.id not in self._unrecorded:
-                            self._active.discard(first.id)
+                await self._deliver_variations(adapter, job.group_id, memory)
             return
         if outcome is None:
             outcome = await self.outcome(job)
@@ -1212,15 +1213,38 @@ class Service:
             else:
                 self._group_locks[group_id] = (lock, waiting - 1)
 
-    async def _variations_outcome(self, group_id: str) -> tuple[Job, Outcome] | None:
+    async def _deliver_variations(
+        self, adapter: Adapter, group_id: str, memory: MemoryHold | None
+    ) -> None:
         """A request for several images, once all have ended and when this process is to
-        deliver them: its first job, and what all of them show."""
+        deliver them: shown together, as its first job's result. `memory` is the last
+        one's answer, which the images read back are held with."""
+        if group_id in self._unrecorded:
+            return  # shown already: only the record of it waits for the store
         jobs = await self.store.variations_to_deliver(group_id, self.owner)
         if jobs is None:
-            return None  # others are still running, or another process delivers them
-        self._active.add(jobs[0].id)  # its lease kept while it is delivered
-        shown = [Variation(job, await self.outcome(job)) for job in jobs]
-        return jobs[0], replace(shown[0].outcome, variations=tuple(shown))
+            return  # others are still running, or it was delivered (or is, elsewhere)
+        first = jobs[0]
+        hold = memory or self.gemini.throttle.memory.hold()
+        self._active.add(first.id)  # its lease kept while it is delivered
+        try:
+            # the images come back from the store into memory: counted like answers, about
+            # as large as the last one each, and exactly once read
+            if hold.size:
+                await hold.grow_to(hold.size * len(jobs))
+            shown = [Variation(job, await self.outcome(job)) for job in jobs]
+            held = sum(len(i.data) for v in shown for i in v.outcome.images)
+            if held > hold.size:
+                await hold.grow_to(held)
+            else:
+                hold.shrink_to(held)
+            outcome = replace(shown[0].outcome, variations=tuple(shown))
+            await self._show_result(adapter, first, outcome)
+        finally:
+            if memory is None:
+                hold.release()
+            if first.id not in self._unrecorded:
+                self._active.discard(first.id)
 
     async def _say_undeliverable(self, adapter: Adapter, job: Job) -> None:
         """After the last failed delivery, one sentence in place of the result, which needs

@@ -352,7 +352,8 @@ class JobStore:
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(
                 "SELECT conversation_id, user_turn_id, lease_expires_at FROM jobs WHERE id = ? "
-                "AND owner = ? AND state = 'running'",
+                # held until the result is in: a takeover must not end the job meanwhile
+                f"AND owner = ? AND state = 'running'{_for_update(self._db)}",
                 job_id,
                 owner,
             )
@@ -531,16 +532,19 @@ class JobStore:
         """The jobs of a request for several images, in order, when they have all ended,
         are not delivered yet, and `owner` is the process to deliver them (the one that
         ended the last, or took them over); else None."""
+        extra = ("group_open", "owner", "delivery_abandoned_at")
         rows = await self._db.fetch(
-            f"SELECT {JOB_COLUMNS}, group_open, owner FROM jobs WHERE group_id = ? ORDER BY seq",
+            f"SELECT {JOB_COLUMNS}, {', '.join(extra)} FROM jobs WHERE group_id = ? ORDER BY seq",
             group_id,
         )
         if not rows:
             return None
         first = rows[0]
-        if first["group_open"] or first["owner"] != owner or first["delivered_at"] is not None:
+        if first["group_open"] or first["owner"] != owner:
             return None
-        return [job_of(_without(row, "group_open", "owner")) for row in rows]
+        if first["delivered_at"] is not None or first["delivery_abandoned_at"] is not None:
+            return None
+        return [job_of(_without(row, *extra)) for row in rows]
 
     async def recent_images(
         self, platform: str, tenant: str, user_id: str, *, limit: int, offset: int
@@ -687,6 +691,10 @@ def _skip_locked(db: Database, table: str | None = None) -> str:
     if db.name != "postgresql":
         return ""
     return f" FOR UPDATE OF {table} SKIP LOCKED" if table else " FOR UPDATE SKIP LOCKED"
+
+
+def _for_update(db: Database) -> str:
+    return " FOR UPDATE" if db.name == "postgresql" else ""
 
 
 def _option(db: Database, name: str) -> str:

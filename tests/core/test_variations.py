@@ -4,15 +4,17 @@ the conversation from that image."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
 from core import wording
+from core.config import Settings
 from core.conversations import StoredPart
-from core.errors import UserFacingError
-from core.jobs import Job
+from core.errors import Undeliverable, UserFacingError
+from core.jobs import Job, Outcome
 from core.options import Options
 from core.store import JobResult, NewJob, Store
 from tests.conftest import make_settings
@@ -224,5 +226,45 @@ async def test_variations_are_delivered_once_by_whoever_ends_the_last_even_after
         assert await store.variations_to_deliver("first", "d") is None
         assert all(j.delivered_at for j in await store.variations("first"))
         assert await store.take_over_expired(["test"], "e", 30.0) == []
+    finally:
+        await store.close()
+
+
+class _Nowhere(RecordingAdapter):
+    """A chat that takes nothing: every delivery is refused for good."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[Outcome] = []
+        self.told = asyncio.Event()  # the sentence saying so was tried too
+
+    async def deliver(self, job: Job, outcome: Outcome) -> list[str]:
+        self.attempts.append(outcome)
+        if not outcome.variations:
+            self.told.set()
+        raise Undeliverable("the bot was removed from the channel")
+
+
+async def test_variations_that_cannot_be_delivered_are_tried_once_not_once_each(
+    tmp_path: Path, fake_gemini: FakeGemini, database_url: str
+) -> None:
+    adapter = _Nowhere()
+    settings = make_settings(tmp_path, fake_gemini, DATABASE_URL=database_url)
+    async with running(settings, adapter) as service:
+        submitted = await service.submit(request("a fox --n 4", "k1"))
+        async with asyncio.timeout(10):
+            await adapter.told.wait()
+        # leaving waits for every delivery task still running: each job's has its look
+    first = await _job_after(settings, submitted.job.id)
+
+    # the images once, then the one sentence saying they could not be posted
+    assert [bool(o.variations) for o in adapter.attempts] == [True, False]
+    assert first is not None and first.delivery_attempts == 1
+
+
+async def _job_after(settings: Settings, job_id: str) -> Job | None:
+    store = await Store.open(settings.database_url)
+    try:
+        return await store.job(job_id)
     finally:
         await store.close()
