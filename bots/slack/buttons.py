@@ -79,6 +79,7 @@ class Buttons:
                 kind="reroll" if action.action_id == messages.REROLL else "vary",
                 continue_job=job.id,
                 target=target,
+                channel=Target.of(job).channel,
             )
             await ctx.service.submit(request, announce=ctx.delivery.announce)
         elif action.action_id.startswith(messages.UPSCALE):
@@ -93,6 +94,7 @@ class Buttons:
                 continue_job=job.id,
                 options=Options(size=size),
                 target=target,
+                channel=Target.of(job).channel,
             )
             await ctx.service.submit(request, announce=ctx.delivery.announce)
         elif action.action_id == messages.DELETE:
@@ -120,6 +122,7 @@ class Buttons:
                 click.team.id, click.trigger_id, action.action_ts, click.user.id
             ),
             target=Target(channel, click.user.id).as_dict(),
+            channel=channel,
         )
         await self.ctx.service.submit(request, announce=self.ctx.delivery.announce)
 

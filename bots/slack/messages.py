@@ -537,7 +537,7 @@ def settings_view(
         _option(r, r) for r in _all_ratios(catalog)
     ]
     size_options = [_option("The model's default", DEFAULT_CHOICE)] + [_option(s, s) for s in SIZES]
-    n_options = [_option("One", DEFAULT_CHOICE)] + [
+    n_options = [_option("Not set (one)", DEFAULT_CHOICE), _option("One", "1")] + [
         _option(f"{n} at once", str(n)) for n in range(2, MAX_VARIATIONS + 1)
     ]
     current_model = catalog.find(current.model or "")

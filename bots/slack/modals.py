@@ -116,6 +116,7 @@ class EditForm:
             kind="edit",
             continue_job=job.id,
             target=target.as_dict(),
+            channel=target.channel,
         )
         await self.ctx.service.submit(request, announce=self.ctx.delivery.announce)
 

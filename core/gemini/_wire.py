@@ -46,7 +46,7 @@ class RequestJSON(TypedDict):
 
 
 _Item = TypeVar("_Item")
-TEXT_ANSWER_TOKENS = 1024
+TEXT_ANSWER_TOKENS = 2048  # four prompts, and a thinking model's thoughts before them
 
 
 def _none_as_empty(value: Any) -> Any:

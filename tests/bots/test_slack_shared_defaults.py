@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,21 @@ async def test_admins_set_workspace_and_channel_defaults_that_others_start_from(
         assert opened.response["view"]["title"]["text"] == "Channel defaults"
         await slack.post(
             slack.fake.view_submission_body(
-                opened.response["view"]["id"], user_id="UADMIN", values=_picks(aspect_ratio="16:9")
+                opened.response["view"]["id"],
+                user_id="UADMIN",
+                values=_picks(aspect_ratio="16:9", n="2"),
             )
         )
 
         # someone's own settings form says what applies where they are
         await slack.command("settings", user="U1", channel="C1")
         mine = (await slack.fake.wait_for_call("views.open", count=3))[2].response["view"]
+        # one image a request is a choice of one's own, over the channel's two
+        [n_field] = [b for b in mine["blocks"] if b.get("block_id") == "n"]
+        assert [o["value"] for o in n_field["element"]["options"]][:2] == ["default", "1"]
+        await slack.post(
+            slack.fake.view_submission_body(mine["id"], user_id="U1", values=_picks(n="1"))
+        )
         await slack.command("a heron", user="U1", channel="C1")
         await slack.final(await slack.status_posted())
         await slack.command("a heron", user="U1", channel="C2")
@@ -59,7 +66,7 @@ async def test_admins_set_workspace_and_channel_defaults_that_others_start_from(
         "Only workspace admins and owners can change the defaults of the workspace or of a "
         "channel; `/imagine settings` sets your own."
     )
-    assert "workspace: 2K; this channel: 16:9" in json.dumps(mine["blocks"])
+    assert "workspace: 2K; this channel: 16:9 · 2 images a request" in str(mine["blocks"])
     sizes = [image_size(upload.data) for upload in slack.fake.uploads]
     assert sizes == [pixel_size(FLASH, "16:9", "2K"), pixel_size(FLASH, None, "2K")]
 

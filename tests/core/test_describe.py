@@ -59,7 +59,7 @@ async def test_describe_sends_the_image_to_the_text_model_and_returns_its_prompt
         "generationConfig": {
             "responseMimeType": "application/json",
             "responseSchema": {"type": "ARRAY", "items": {"type": "STRING"}, "maxItems": 4},
-            "maxOutputTokens": 1024,
+            "maxOutputTokens": 2048,
         },
     }
     assert counts["jobs"] == 0  # words only: no job, no turn
@@ -107,6 +107,9 @@ def test_suggestions_read_json_fenced_json_an_object_or_plain_lines() -> None:
         "p3",
     ]
     assert describe.suggestions("", 10) == []
+    # an answer cut off mid-JSON (out of tokens): its whole lines, not the brackets
+    assert describe.suggestions('[\n  "a fox \\"at\\" dawn",\n  "a hen', 100) == ['a fox "at" dawn']
+    assert len(describe.suggestions(f'["{"x" * 5000}"]')[0]) == describe.PROMPT_CHARS
     # another bot's flags would be refused by /imagine: kept as words; ours stay flags
     assert describe.suggestions('["a fox --stylize 250 --ar 16:9"]', 100) == [
         "a fox stylize 250 --ar 16:9"
