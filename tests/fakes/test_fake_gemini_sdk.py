@@ -19,6 +19,7 @@ from google import genai
 from google.genai import types
 from PIL import Image
 
+from core import describe
 from core.gemini import Content, GeminiClient, ImageRequest, InlineImage, Part
 from core.providers import PROVIDERS
 from tests.fakes.gemini import FakeGemini, camel_keys
@@ -193,3 +194,52 @@ def test_every_block_reason_of_the_sdk_is_answered(name: str) -> None:
         parse_response(json.dumps({"promptFeedback": {"blockReason": name}}))
 
     assert caught.value.message.startswith("The image service refused")
+
+
+async def test_describe_sends_what_the_sdk_sends_for_a_schema_of_prompts() -> None:
+    """Describe's question to a text model, against the SDK's own spelling of the same one:
+    an image and the instruction, JSON of an array of at most four strings."""
+    photo = png()
+    model = "gemini-3.5-flash-lite"
+    async with FakeGemini(api_key=None, dialect="google") as fake:
+        async with GeminiClient(fake.base_url, KEY, provider=PROVIDERS["google"]) as ours:
+            answer = await ours.generate(
+                ImageRequest(
+                    model,
+                    (
+                        Content(
+                            "user",
+                            (
+                                Part(image=InlineImage("image/png", photo)),
+                                Part(text=describe.INSTRUCTION),
+                            ),
+                        ),
+                    ),
+                    answer_schema=describe.ANSWER_SCHEMA,
+                )
+            )
+        sent = json.loads(fake.requests[-1].body)
+        client = genai.Client(
+            api_key=KEY,
+            http_options=types.HttpOptions(base_url=fake.base_url, api_version="v1beta"),
+        )
+        reply = await client.aio.models.generate_content(
+            model=model,
+            contents=[
+                types.Part.from_bytes(data=photo, mime_type="image/png"),
+                describe.INSTRUCTION,
+            ],
+            config=types.GenerateContentConfig(
+                response_mime_type="application/json",
+                response_schema=types.Schema(
+                    type=types.Type.ARRAY, items=types.Schema(type=types.Type.STRING), max_items=4
+                ),
+                max_output_tokens=2048,
+            ),
+        )
+        await client.aio.aclose()
+        sdk = json.loads(fake.requests[-1].body)
+
+    assert same_bytes(sent) == same_bytes(camel_keys(sdk))
+    # the fake's answer reads the same through the SDK and through imagebot
+    assert json.loads(reply.text or "") == describe.suggestions(answer.parts[0].text or "")
